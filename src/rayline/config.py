@@ -1,0 +1,580 @@
+"""The pipeline config: one pydantic model per section, loaded from YAML with overrides.
+
+Every section forbids unknown keys and documents each field; cross-field rules (the target
+is declared in the schema, split fractions sum to one, a tuned key exists, a gate metric
+fits the task) are checked once, here, before any stage runs. :func:`load_config` reports
+every problem at once, each naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rayline.errors import ConfigError
+from rayline.metrics import METRICS, metric_names
+
+ColumnType = Literal["float", "int", "bool", "string"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class SplitConfig(_Section):
+    """How rows are split into train / val / test."""
+
+    train: float = Field(0.7, gt=0, lt=1, description="Fraction of rows in the train split.")
+    val: float = Field(0.15, gt=0, lt=1, description="Fraction of rows in the validation split.")
+    test: float = Field(0.15, gt=0, lt=1, description="Fraction of rows in the test split.")
+    key: str | None = Field(
+        None,
+        description="Column whose value decides a row's split (e.g. a user or entity id, so "
+        "that all rows of one entity land together). When unset, the row's content is hashed.",
+    )
+    seed: int = Field(0, description="Salt for the split hash; change it to draw a new split.")
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train + val + test must sum to 1, got {total:g}; adjust the fractions"
+            )
+        return self
+
+
+class DataConfig(_Section):
+    """Where the raw data lives and which column is the label."""
+
+    path: str | list[str] = Field(
+        ...,
+        description="A file, directory or glob (or a list of them) of Parquet or CSV files. "
+        "Local paths are relative to the working directory; s3:// and gs:// URIs go through "
+        "pyarrow filesystems.",
+    )
+    format: Literal["auto", "parquet", "csv"] = Field(
+        "auto", description="File format; 'auto' decides by file extension."
+    )
+    target: str = Field(..., description="The label column; it must be declared in `schema`.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
+
+
+class ColumnSpec(_Section):
+    """The contract for one input column."""
+
+    type: ColumnType = Field(..., description="Logical type: float, int, bool or string.")
+    nullable: bool = Field(False, description="Whether null values are allowed.")
+    min: float | None = Field(None, description="Smallest allowed value (numeric columns).")
+    max: float | None = Field(None, description="Largest allowed value (numeric columns).")
+    allowed: list[Any] | None = Field(
+        None, description="The only values allowed (e.g. the categories of a string column)."
+    )
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ColumnSpec:
+        if (self.min is not None or self.max is not None) and self.type in ("string", "bool"):
+            raise ValueError(f"min/max apply to numeric columns, not to type '{self.type}'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+
+class SchemaConfig(_Section):
+    """The data contract every input row is checked against."""
+
+    columns: dict[str, ColumnSpec] = Field(
+        ..., min_length=1, description="Column name -> contract. Columns not listed are dropped."
+    )
+    max_bad_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="The run fails if more than this fraction of rows break a row rule; "
+        "below it, bad rows go to quarantine with a reason.",
+    )
+
+
+class FeaturesConfig(_Section):
+    """Preprocessing, fitted on the train split only."""
+
+    numeric: list[str] | None = Field(
+        None,
+        description="Numeric input columns. Default: every float/int/bool schema column "
+        "except the target and the split key.",
+    )
+    categorical: list[str] | None = Field(
+        None,
+        description="Categorical input columns. Default: every string schema column except "
+        "the target and the split key.",
+    )
+    standardize: bool = Field(True, description="Scale numeric columns to zero mean, unit variance.")
+    impute: Literal["mean", "zero"] = Field(
+        "mean", description="How missing numeric values are filled (train-split statistics)."
+    )
+    encoding: Literal["onehot", "index"] = Field(
+        "onehot",
+        description="Categorical encoding: one-hot columns, or one integer index column "
+        "(0 is the unknown/missing bucket).",
+    )
+    max_categories: int = Field(
+        100,
+        ge=1,
+        description="Most frequent categories kept per column; rarer ones fall in the unknown bucket.",
+    )
+
+
+class ModelConfig(_Section):
+    """The network to train."""
+
+    task: Literal["classification", "regression"] = Field(
+        ..., description="classification (integer or string labels) or regression."
+    )
+    builder: Literal["mlp"] = Field("mlp", description="Model builder by name.")
+    hidden_sizes: list[int] = Field(
+        [64, 32], description="Widths of the hidden layers of the MLP (empty: a linear model)."
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
+    activation: Literal["relu", "gelu", "tanh"] = Field("relu", description="Hidden activation.")
+
+
+class TrainConfig(_Section):
+    """Distributed training with Ray Train (DDP)."""
+
+    epochs: int = Field(10, ge=1, description="Passes over the train split.")
+    batch_size: int = Field(64, ge=1, description="Rows per batch on each worker.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker with NCCL; CPU uses gloo.")
+    cpus_per_worker: float = Field(
+        1.0, gt=0, description="Logical CPUs each worker reserves (fractions allowed)."
+    )
+    seed: int = Field(0, description="Seed for weights init and shuffling.")
+    metric: str | None = Field(
+        None,
+        description="Validation metric that picks the best checkpoint and the best trial. "
+        "Default: log_loss for classification, rmse for regression.",
+    )
+    max_failures: int = Field(
+        0, ge=-1, description="Worker-group restarts allowed (from the last checkpoint); -1 = unlimited."
+    )
+
+
+class ParamSpec(_Section):
+    """One dimension of the search space."""
+
+    type: Literal["loguniform", "uniform", "choice", "randint"] = Field(
+        ..., description="Distribution to sample from."
+    )
+    low: float | None = Field(None, description="Lower bound (loguniform, uniform, randint).")
+    high: float | None = Field(None, description="Upper bound (loguniform, uniform, randint; exclusive for randint).")
+    values: list[Any] | None = Field(None, description="Candidates (choice).")
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a 'choice' parameter needs a non-empty `values` list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"a '{self.type}' parameter needs `low` and `high`")
+            if self.low >= self.high:
+                raise ValueError(f"`low` ({self.low:g}) must be below `high` ({self.high:g})")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError("a 'loguniform' parameter needs `low` > 0")
+        return self
+
+
+class TuneConfig(_Section):
+    """Hyperparameter search with Ray Tune; each trial is a distributed training run."""
+
+    enabled: bool = Field(False, description="Run a search instead of a single training run.")
+    num_samples: int = Field(4, ge=1, description="Number of trials.")
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="Trials running at once (default: as many as resources allow)."
+    )
+    search_space: dict[str, ParamSpec] = Field(
+        default_factory=dict,
+        description="Dotted key under `train` or `model` (e.g. `train.lr`) -> distribution.",
+    )
+    scheduler: Literal["asha", "fifo"] = Field(
+        "asha", description="'asha' stops weak trials early; 'fifo' runs each to the end."
+    )
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped.")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep 1/reduction_factor of the trials at each rung.")
+
+    @model_validator(mode="after")
+    def _check_space(self) -> TuneConfig:
+        problems = []
+        for key in self.search_space:
+            section, _, field = key.partition(".")
+            model_cls = {"train": TrainConfig, "model": ModelConfig}.get(section)
+            if model_cls is None or field not in model_cls.model_fields:
+                tunable = [f"train.{f}" for f in TrainConfig.model_fields] + [
+                    f"model.{f}" for f in ModelConfig.model_fields
+                ]
+                close = difflib.get_close_matches(key, tunable, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                problems.append(
+                    f"search_space key '{key}' is not tunable; use `train.<field>` or "
+                    f"`model.<field>` (e.g. train.lr, model.hidden_sizes){hint}"
+                )
+        if self.enabled and not self.search_space:
+            problems.append("enabled is true but search_space is empty; declare at least one parameter")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class EvaluateConfig(_Section):
+    """Scoring the best model on the test split."""
+
+    batch_size: int = Field(1024, ge=1, description="Rows per batch for batch inference.")
+    baseline: bool = Field(
+        True,
+        description="Also fit a scikit-learn linear baseline (LogisticRegression or Ridge) on "
+        "the same train split and report its test metrics beside the model's.",
+    )
+
+
+class Threshold(_Section):
+    """Absolute bounds on one test metric."""
+
+    min: float | None = Field(None, description="The metric must be at least this.")
+    max: float | None = Field(None, description="The metric must be at most this.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Threshold:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(
+                f"min ({self.min:g}) is greater than max ({self.max:g}); no model could pass"
+            )
+        return self
+
+
+class GateConfig(_Section):
+    """When a new model may become the champion."""
+
+    thresholds: dict[str, Threshold] = Field(
+        default_factory=dict, description="Test metric -> absolute bounds it must meet."
+    )
+    compare_metric: str | None = Field(
+        None, description="Metric on which the challenger must beat the champion (default: train.metric)."
+    )
+    min_delta: float = Field(
+        0.0,
+        ge=0,
+        description="How much better than the champion, on the same test split, the challenger must be.",
+    )
+
+
+class RegistryConfig(_Section):
+    """MLflow tracking and model registry."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<runtime.storage_path>/mlflow.db.",
+    )
+    experiment: str = Field("rayline", description="MLflow experiment name.")
+    model_name: str | None = Field(None, description="Registered model name (default: `name`).")
+    alias: str = Field("champion", description="Alias that marks the serving model.")
+
+
+class RuntimeConfig(_Section):
+    """Where and how Ray runs."""
+
+    address: str | None = Field(
+        None,
+        description="Ray cluster address ('auto', 'ray://host:10001'). Default: $RAY_ADDRESS, "
+        "else a local Ray started with `num_cpus`.",
+    )
+    num_cpus: int | None = Field(
+        None,
+        ge=1,
+        description="Logical CPUs of a local Ray (default: max(8, 2 x physical cores), so that "
+        "Ray Data always has CPUs beside the training workers).",
+    )
+    object_store_memory: int | None = Field(
+        None, ge=78643200, description="Bytes of object store for a local Ray (default: Ray's)."
+    )
+    storage_path: str = Field(
+        "rayline-runs", description="Root for runs, checkpoints and staged data (local path or URI)."
+    )
+    run_name: str | None = Field(None, description="Name of this run (default: name + timestamp).")
+
+
+class PipelineConfig(_Section):
+    """A whole rayline pipeline."""
+
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Pipeline name; the default registered model name.",
+    )
+    data: DataConfig = Field(..., description="Raw data source and label.")
+    schema_: SchemaConfig = Field(..., alias="schema", description="The data contract.")
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig, description="Preprocessing.")
+    model: ModelConfig = Field(..., description="The network.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Distributed training.")
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Test scoring.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Promotion rules.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Ray runtime.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def metric(self) -> str:
+        """The validation metric that selects checkpoints and trials."""
+        if self.train.metric:
+            return self.train.metric
+        return "log_loss" if self.model.task == "classification" else "rmse"
+
+    @property
+    def metric_mode(self) -> str:
+        """``"max"`` or ``"min"`` for :attr:`metric`."""
+        return METRICS[self.metric].mode
+
+    @property
+    def compare_metric(self) -> str:
+        """The metric on which a challenger is compared with the champion."""
+        return self.gate.compare_metric or self.metric
+
+    @property
+    def model_name(self) -> str:
+        """The registered model name."""
+        return self.registry.model_name or self.name
+
+    def numeric_features(self) -> list[str]:
+        """Numeric input columns, explicit or derived from the schema."""
+        if self.features.numeric is not None:
+            return list(self.features.numeric)
+        return [
+            c
+            for c, spec in self.schema_.columns.items()
+            if spec.type in ("float", "int", "bool") and c not in self._non_features()
+        ]
+
+    def categorical_features(self) -> list[str]:
+        """Categorical input columns, explicit or derived from the schema."""
+        if self.features.categorical is not None:
+            return list(self.features.categorical)
+        return [
+            c
+            for c, spec in self.schema_.columns.items()
+            if spec.type == "string" and c not in self._non_features()
+        ]
+
+    def _non_features(self) -> set[str]:
+        return {self.data.target} | ({self.data.split.key} if self.data.split.key else set())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (aliases as written in YAML)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of the resolved config."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    # -- cross-field rules ------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _cross_field(self) -> PipelineConfig:
+        problems: list[str] = []
+        cols = self.schema_.columns
+        declared = ", ".join(sorted(cols))
+        if self.data.target not in cols:
+            problems.append(
+                f"data.target: '{self.data.target}' is not declared in schema.columns "
+                f"(declared: {declared}); add it to the schema or fix the name"
+            )
+        elif self.model.task == "regression" and cols[self.data.target].type not in ("float", "int"):
+            problems.append(
+                f"model.task: regression needs a numeric target, but schema.columns."
+                f"{self.data.target}.type is '{cols[self.data.target].type}'; use task: classification"
+            )
+        if self.data.split.key and self.data.split.key not in cols:
+            problems.append(
+                f"data.split.key: '{self.data.split.key}' is not declared in schema.columns; "
+                "declare it or leave key unset to hash row content"
+            )
+        for section in ("numeric", "categorical"):
+            for c in getattr(self.features, section) or []:
+                if c not in cols:
+                    problems.append(
+                        f"features.{section}: '{c}' is not declared in schema.columns ({declared})"
+                    )
+                elif c == self.data.target:
+                    problems.append(f"features.{section}: the target '{c}' cannot be a feature")
+        for c in self.features.numeric or []:
+            if c in cols and cols[c].type == "string":
+                problems.append(
+                    f"features.numeric: '{c}' is a string column; list it under features.categorical"
+                )
+        if not self.numeric_features() and not self.categorical_features():
+            problems.append("features: no input columns; declare feature columns in schema.columns")
+
+        task_metrics = metric_names(self.model.task)
+        for key, name in (
+            ("train.metric", self.train.metric),
+            ("gate.compare_metric", self.gate.compare_metric),
+        ):
+            if name is not None and name not in task_metrics:
+                problems.append(
+                    f"{key}: '{name}' is not a {self.model.task} metric; choose one of "
+                    f"{', '.join(task_metrics)}"
+                )
+        for name, bound in self.gate.thresholds.items():
+            if name not in task_metrics:
+                problems.append(
+                    f"gate.thresholds.{name}: not a {self.model.task} metric; choose one of "
+                    f"{', '.join(task_metrics)}"
+                )
+            if bound.min is None and bound.max is None:
+                problems.append(f"gate.thresholds.{name}: give `min`, `max` or both")
+
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+# -- loading -----------------------------------------------------------------------------------
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError([f"override '{text}': expected dotted key=value, e.g. train.epochs=3"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"override '{text}': value is not valid YAML ({exc})"]) from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``a.b.c=value`` override into ``data`` (values parsed as YAML)."""
+    problems = []
+    for text in overrides:
+        try:
+            path, value = _parse_override(text)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        # Search-space keys are themselves dotted (train.lr), so the two parts after
+        # tune.search_space name one entry, not two nested sections.
+        if path[:2] == ["tune", "search_space"] and len(path) >= 4:
+            path = [*path[:2], ".".join(path[2:4]), *path[4:]]
+        node = data
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                problems.append(
+                    f"override '{text}': '{'.'.join(path[: i + 1])}' is a value, not a section"
+                )
+                break
+            node = nxt
+        else:
+            node[path[-1]] = value
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def _known_keys(model_cls: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model_cls.model_fields.items()]
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "<root>"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _parent_model(err["loc"][:-1])
+        hint = ""
+        if parent is not None:
+            close = difflib.get_close_matches(loc[-1], _known_keys(parent), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else (
+                f"; known keys here: {', '.join(_known_keys(parent))}"
+            )
+        return f"{key}: unknown key{hint} (remove it or fix the spelling)"
+    if kind == "missing":
+        return f"{key}: required but missing; add it to the config"
+    if kind == "value_error":
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not loc:
+            return msg
+        return "\n".join(f"{key}: {line}" for line in msg.split("\n"))
+    got = err.get("input")
+    got_txt = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+    return f"{key}: {err['msg']}{got_txt}"
+
+
+def _parent_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    cls: Any = PipelineConfig
+    i = 0
+    while i < len(loc):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+        part = loc[i]
+        field = next((f for n, f in cls.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        if getattr(ann, "__origin__", None) is dict and len(args) == 2:
+            cls = args[1]
+            i += 2  # skip the free-form dict key
+            continue
+        cls = ann
+        i += 1
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def validate_config(data: dict[str, Any], source: str | None = None) -> PipelineConfig:
+    """Validate plain data as a :class:`PipelineConfig`, reporting every problem at once."""
+    if not isinstance(data, dict):
+        raise ConfigError(["the config must be a YAML mapping of sections"], source)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for err in exc.errors():
+            problems.extend(_format_error(err).split("\n"))
+        raise ConfigError(problems, source) from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a YAML config, apply dotted ``key=value`` overrides, and validate it.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, an override is malformed, or the
+            result breaks any rule; the message lists every problem with its key.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"config file '{p}' does not exist; check the path"])
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(p)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["the config must be a YAML mapping of sections"], str(p))
+    apply_overrides(data, list(overrides or []))
+    return validate_config(data, str(p))

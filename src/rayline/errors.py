@@ -1,0 +1,43 @@
+"""Exceptions that form part of rayline's interface.
+
+Every error a user can cause (a bad config, bad data, an unreachable service) is raised as a
+subclass of :class:`RaylineError` whose message names what is wrong and how to fix it. The CLI
+prints these messages without a traceback and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class RaylineError(Exception):
+    """Base class for errors a user can act on."""
+
+
+class ConfigError(RaylineError):
+    """The config file or an override is invalid. Lists every problem at once."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid config{where} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class DataSourceError(RaylineError):
+    """Input data cannot be found or read (missing path, empty glob, corrupt file)."""
+
+
+class DataValidationError(RaylineError):
+    """Input data breaks the declared schema (missing or wrongly typed columns, too many bad rows)."""
+
+
+class TrainingError(RaylineError):
+    """Training or tuning failed (all trials errored, a worker failed past max_failures)."""
+
+
+class RegistryError(RaylineError):
+    """The MLflow tracking server or model registry could not be used."""
+
+
+class ClusterError(RaylineError):
+    """Ray could not be started or reached, or a resource request cannot fit the cluster."""

@@ -1,0 +1,91 @@
+"""Connecting to Ray and laying out run storage.
+
+Locally, Ray is started with more logical CPUs than the machine has cores: Ray Train workers
+each reserve a CPU, and on a 2-core laptop two workers would otherwise take every CPU and
+leave Ray Data none to read and transform with, so training waits forever for its first
+batch. Oversubscribing logical CPUs is safe here because the workers and the data tasks
+mostly take turns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from rayline.config import RuntimeConfig, TrainConfig
+from rayline.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+
+def default_local_cpus() -> int:
+    """Logical CPUs for a local Ray: twice the cores, at least 8."""
+    return max(8, 2 * (os.cpu_count() or 1))
+
+
+def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
+    """Start or connect to Ray as the config says; return the cluster's total resources.
+
+    Reuses an already initialised Ray session (tests share one per module).
+
+    Raises:
+        ClusterError: the configured address cannot be reached.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        address = cfg.address or os.environ.get("RAY_ADDRESS")
+        try:
+            if address:
+                log.info("connecting to Ray at %s", address)
+                ray.init(address=address, log_to_driver=True)
+            else:
+                num_cpus = cfg.num_cpus or default_local_cpus()
+                log.info("starting a local Ray with %d logical CPUs", num_cpus)
+                # address="local" starts a fresh instance even when a `ray start` cluster
+                # is running on this machine; connecting to one is what runtime.address is for.
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    object_store_memory=cfg.object_store_memory,
+                    include_dashboard=False,
+                )
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            where = f"at '{address}'" if address else "locally"
+            raise ClusterError(
+                f"could not start or reach Ray {where}: {exc}. Check runtime.address / "
+                "RAY_ADDRESS (unset both to run locally) and that the cluster is up (`ray status`)."
+            ) from None
+    return dict(ray.cluster_resources())
+
+
+def check_training_fits(train: TrainConfig, resources: dict[str, float]) -> None:
+    """Fail fast when the training workers can never be scheduled, instead of waiting forever.
+
+    Raises:
+        ClusterError: the request exceeds the cluster's total CPUs or GPUs.
+    """
+    need_cpu = train.num_workers * train.cpus_per_worker
+    have_cpu = resources.get("CPU", 0)
+    if need_cpu > have_cpu:
+        raise ClusterError(
+            f"training asks for {train.num_workers} workers x {train.cpus_per_worker:g} CPU = "
+            f"{need_cpu:g} CPUs but the cluster has {have_cpu:g}; lower train.num_workers or "
+            "train.cpus_per_worker, or raise runtime.num_cpus for a local run"
+        )
+    if train.use_gpu:
+        have_gpu = resources.get("GPU", 0)
+        if train.num_workers > have_gpu:
+            raise ClusterError(
+                f"train.use_gpu is true with {train.num_workers} workers, but the cluster has "
+                f"{have_gpu:g} GPUs; set train.use_gpu=false, lower train.num_workers, or add "
+                "GPU nodes"
+            )
+
+
+def resolve_storage(path: str) -> str:
+    """An absolute local path (so Ray workers agree on it) or the URI unchanged."""
+    if "://" in path:
+        return path.rstrip("/")
+    return str(Path(path).expanduser().resolve())
