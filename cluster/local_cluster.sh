@@ -20,6 +20,8 @@
 #   RAY_PORT=6379        GCS port of the head node
 #   DASHBOARD_PORT=8265  dashboard / Jobs API port
 #   AGENT_PORT_BASE=52365  dashboard-agent port of the head; worker node i uses base + i
+#   RAY_AUTH_MODE=disabled  Ray token authentication: disabled or token. Ray's ports listen
+#                        on all interfaces; use token on a shared or reachable machine.
 #   RAY_BIN=             ray executable (default: the repo's .venv/bin/ray, else `ray` on PATH)
 #
 # All nodes run on one host and share the head's session directory (/tmp/ray/session_*);
@@ -57,6 +59,13 @@ fi
 RAY_BIN_DIR="$(cd "$(dirname "$RAY")" && pwd)"
 export PATH="$RAY_BIN_DIR:$PATH"
 
+# Ray 2.60 turns token authentication on for `ray start --head` when ~/.ray/auth_token
+# exists (a local ray.init() creates one), but not for `ray start --address`, `ray status`
+# or a driver given an explicit address, which then fail with InvalidAuthToken. So the
+# mode is pinned for every command here. With RAY_AUTH_MODE=token, export the same
+# RAY_AUTH_MODE=token in every shell that talks to the cluster.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+
 GCS_ADDRESS="$NODE_IP:$RAY_PORT"
 DASHBOARD_URL="http://127.0.0.1:$DASHBOARD_PORT"
 
@@ -75,6 +84,10 @@ start() {
   local head_gpu_args=()
   if [[ -n "$HEAD_GPUS" ]]; then
     head_gpu_args=(--num-gpus "$HEAD_GPUS")
+  fi
+
+  if [[ "$RAY_AUTH_MODE" == "token" ]]; then
+    "$RAY" get-auth-token --generate >/dev/null   # creates ~/.ray/auth_token if missing
   fi
 
   echo "Starting head node at $GCS_ADDRESS ($HEAD_CPUS CPUs) with $RAY"
@@ -120,7 +133,7 @@ Local Ray cluster is up: 1 head + $NUM_WORKERS worker node(s), $alive registered
   Dashboard:    $DASHBOARD_URL   (Jobs API for ray job submit)
 
 Submit the pipeline as a Ray job, from the repo root:
-  export RAY_ADDRESS=$DASHBOARD_URL
+  export RAY_ADDRESS=$DASHBOARD_URL$( [[ "$RAY_AUTH_MODE" == token ]] && printf ' RAY_AUTH_MODE=token' )
   $RAY job submit --working-dir . -- \\
       python jobs/train_pipeline.py --config jobs/configs/demo.yaml train.num_workers=2
 

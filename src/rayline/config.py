@@ -164,6 +164,12 @@ class TrainConfig(_Section):
         description="Validation metric that picks the best checkpoint and the best trial. "
         "Default: log_loss for classification, rmse for regression.",
     )
+    cache_mb: float = Field(
+        512,
+        ge=0,
+        description="Each worker keeps its shard in memory after the first epoch when it fits "
+        "in this many MiB (later epochs then skip re-reading); 0 streams every epoch.",
+    )
     max_failures: int = Field(
         0, ge=-1, description="Worker-group restarts allowed (from the last checkpoint); -1 = unlimited."
     )

@@ -57,7 +57,18 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                 f"could not start or reach Ray {where}: {exc}. Check runtime.address / "
                 "RAY_ADDRESS (unset both to run locally) and that the cluster is up (`ray status`)."
             ) from None
+    _quiet_ray_data()
     return dict(ray.cluster_resources())
+
+
+def _quiet_ray_data() -> None:
+    """Progress bars and per-operator progress logs drown the pipeline's own stage output."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def check_training_fits(train: TrainConfig, resources: dict[str, float]) -> None:

@@ -1,0 +1,40 @@
+"""Ray Job entry point: the same pipeline as ``rayline run``, submitted to a cluster.
+
+    ray job submit --working-dir . -- python jobs/train_pipeline.py \
+        --config jobs/configs/demo.yaml train.num_workers=4 train.use_gpu=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rayline.config import load_config
+from rayline.errors import RaylineError
+from rayline.pipeline import format_summary, run_pipeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the pipeline, print the summary; exit 2 on a user error."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="pipeline YAML config")
+    parser.add_argument("--fail-on-reject", action="store_true", help="exit 3 if the gate rejects")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
+        result = run_pipeline(cfg)
+    except RaylineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(result, cfg.registry.alias))
+    if args.fail_on_reject and result.gate and not result.gate["passed"]:
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

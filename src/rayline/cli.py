@@ -1,0 +1,117 @@
+"""The ``rayline`` command line: thin wrappers that load config and call the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from rayline.errors import RaylineError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="rayline: raw data -> validated features -> distributed training -> gated MLflow champion.",
+)
+
+ConfigArg = Annotated[str, typer.Argument(help="Path to the pipeline YAML config.")]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Dotted key=value overrides, e.g. train.epochs=3 tune.enabled=true."),
+]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("rayline").setLevel(logging.INFO)
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _stage_line(timing) -> None:
+    typer.echo(f"[rayline] {timing.name:<15} {timing.seconds:6.1f}s  {timing.summary}", err=True)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    fail_on_reject: Annotated[
+        bool, typer.Option("--fail-on-reject", help="Exit 3 when the gate rejects the model.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
+) -> None:
+    """Run the whole pipeline and register the model; the champion moves only if the gate passes."""
+    from rayline.config import load_config
+    from rayline.pipeline import format_summary, run_pipeline
+
+    _setup_logging(verbose)
+    try:
+        cfg = load_config(config, overrides or [])
+        logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
+        result = run_pipeline(cfg, on_stage=_stage_line)
+    except RaylineError as exc:
+        _fail(exc)
+        return
+    typer.echo(format_summary(result, cfg.registry.alias))
+    if fail_on_reject and result.gate and not result.gate["passed"]:
+        raise typer.Exit(code=3)
+
+
+@app.command()
+def validate(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Ingest and validate the data only; print the data report (JSON)."""
+    from rayline.config import load_config
+    from rayline.pipeline import run_validation
+
+    _setup_logging(False)
+    try:
+        cfg = load_config(config, overrides or [])
+        report = run_validation(cfg, on_stage=_stage_line)
+    except RaylineError as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(report.to_dict(), indent=2))
+
+
+@app.command("show-config")
+def show_config(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Print the fully resolved config (defaults filled in, overrides applied)."""
+    from rayline.config import load_config
+
+    try:
+        cfg = load_config(config, overrides or [])
+    except RaylineError as exc:
+        _fail(exc)
+        return
+    typer.echo(cfg.to_yaml(), nl=False)
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[str, typer.Option(help="Directory to write the Parquet files to.")] = "data/breast_cancer",
+) -> None:
+    """Write the demo dataset (scikit-learn's breast cancer data) as Parquet."""
+    from rayline.demo import write_demo_dataset
+
+    paths = write_demo_dataset(out)
+    typer.echo(f"wrote {len(paths)} Parquet file(s) to {out}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Everything MLflow: tracking runs, artifacts, the model registry and the champion alias.
+
+This is the only module that talks to the tracking server (``serving.py`` only defines the
+model that MLflow loads). Calls that fail because the server is down or misconfigured
+surface as :class:`RegistryError` naming the URI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
+
+import rayline
+from rayline.config import RegistryConfig
+from rayline.errors import RegistryError
+from rayline.lineage import package_versions
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_LEN = 6000
+
+
+def resolve_tracking_uri(cfg: RegistryConfig, storage_path: str) -> str:
+    """Config, else ``$MLFLOW_TRACKING_URI``, else a sqlite file under the storage path."""
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if "://" in storage_path:
+        raise RegistryError(
+            f"runtime.storage_path is '{storage_path}' (remote), so the default local sqlite "
+            "tracking store does not apply; set registry.tracking_uri or MLFLOW_TRACKING_URI "
+            "to your MLflow server"
+        )
+    return f"sqlite:///{Path(storage_path).resolve()}/mlflow.db"
+
+
+def load_pyfunc(uri: str, tracking_uri: str):
+    """Load a registered model (``models:/name@alias``) in any process, e.g. a Ray actor."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.pyfunc.load_model(uri)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+class Registry:
+    """MLflow tracking and model registry for one pipeline."""
+
+    def __init__(self, cfg: RegistryConfig, storage_path: str):
+        self.cfg = cfg
+        self.tracking_uri = resolve_tracking_uri(cfg, storage_path)
+        self.storage_path = storage_path
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri, self.tracking_uri)
+        self.experiment_id: str | None = None
+
+    # -- connection ----------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Reach the tracking store and get or create the experiment, failing fast.
+
+        Raises:
+            RegistryError: the store cannot be reached or used.
+        """
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Fail in seconds, not after MLflow's default minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        try:
+            exp = self.client.get_experiment_by_name(self.cfg.experiment)
+            if exp is None:
+                location = None
+                if "://" not in self.storage_path and not self.tracking_uri.startswith("http"):
+                    location = Path(self.storage_path, "mlartifacts").resolve().as_uri()
+                self.experiment_id = self.client.create_experiment(
+                    self.cfg.experiment, artifact_location=location
+                )
+            else:
+                self.experiment_id = exp.experiment_id
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(
+                f"cannot use the MLflow tracking store at '{self.tracking_uri}': "
+                f"{_short(exc)}. Check registry.tracking_uri / MLFLOW_TRACKING_URI and that "
+                "the server is running (`mlflow server ...`)."
+            ) from None
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    # -- runs ----------------------------------------------------------------------------------
+    @contextmanager
+    def run(self, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+        """The parent run of one pipeline run; ends FAILED if the body raises."""
+        try:
+            active = mlflow.start_run(run_name=run_name, tags=tags, experiment_id=self.experiment_id)
+        except MlflowException as exc:
+            raise RegistryError(f"cannot start an MLflow run at '{self.tracking_uri}': {_short(exc)}") from None
+        try:
+            yield active.info.run_id
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run(status="FINISHED")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log flat params (long values are cut to MLflow's limit)."""
+        items = {k: _param_text(v) for k, v in params.items()}
+        keys = list(items)
+        for i in range(0, len(keys), 100):  # MLflow takes at most 100 params per batch
+            mlflow.log_params({k: items[k] for k in keys[i : i + 100]})
+
+    def log_metrics(self, metrics: dict[str, Any], prefix: str = "", step: int | None = None) -> None:
+        """Log the finite numeric entries of ``metrics``, names prefixed."""
+        values = {f"{prefix}{k}": v for k, v in _numeric(metrics).items()}
+        if values:
+            mlflow.log_metrics(values, step=step)
+
+    def log_history(self, history: list[dict[str, Any]], run_id: str | None = None) -> None:
+        """Per-epoch training metrics, with the epoch as the step."""
+        for row in history:
+            step = int(row.get("epoch") or row.get("training_iteration") or 0)
+            values = {
+                k: v
+                for k, v in _numeric(row).items()
+                if k.startswith(("train_", "val_")) or k == "epoch"
+            }
+            if run_id:
+                for k, v in values.items():
+                    self.client.log_metric(run_id, k, v, step=step)
+            elif values:
+                mlflow.log_metrics(values, step=step)
+
+    def log_trials(self, trials: list[Any], parent_run_id: str) -> None:
+        """One nested run per Tune trial: sampled params, per-epoch metrics, status."""
+        for t in trials:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{t.trial_id}",
+                tags={"mlflow.parentRunId": parent_run_id, "rayline.trial_id": t.trial_id},
+            )
+            rid = run.info.run_id
+            for k, v in t.params.items():
+                self.client.log_param(rid, k, _param_text(v))
+            self.log_history(t.history, run_id=rid)
+            if t.error:
+                self.client.set_tag(rid, "rayline.error", t.error[:5000])
+            self.client.set_terminated(rid, status="FAILED" if t.error else "FINISHED")
+
+    def log_json(self, data: Any, name: str) -> None:
+        """Log ``data`` as a JSON artifact named ``name``."""
+        mlflow.log_dict(data, name)
+
+    def log_file(self, path: str, artifact_path: str | None = None) -> None:
+        """Log a local file as an artifact."""
+        mlflow.log_artifact(path, artifact_path)
+
+    # -- models --------------------------------------------------------------------------------
+    def log_model(
+        self,
+        preprocessor_json: str,
+        model_spec: dict[str, Any],
+        weights_path: str,
+        input_example: pd.DataFrame,
+        output_example: pd.DataFrame,
+    ) -> str:
+        """Log the pyfunc model (models-from-code, no pickles); return its model URI."""
+        import torch
+        from mlflow.models import infer_signature
+
+        package_dir = Path(rayline.__file__).parent
+        versions = package_versions()
+        with tempfile.TemporaryDirectory() as tmp:
+            prep_path = Path(tmp, "preprocessor.json")
+            prep_path.write_text(preprocessor_json)
+            spec_path = Path(tmp, "model_spec.json")
+            spec_path.write_text(json.dumps(model_spec, indent=2))
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(package_dir / "serving.py"),
+                artifacts={
+                    "preprocessor": str(prep_path),
+                    "model_spec": str(spec_path),
+                    "weights": weights_path,
+                },
+                # Ship rayline's own code with the model so that it loads where rayline is
+                # not installed; its dependencies are plain torch/numpy/pandas.
+                code_paths=[str(package_dir)],
+                signature=infer_signature(input_example, output_example),
+                input_example=input_example,
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"mlflow=={versions['mlflow']}",
+                    f"numpy=={versions['numpy']}",
+                    f"pandas=={versions['pandas']}",
+                ],
+            )
+        return info.model_uri
+
+    def register(self, model_uri: str, name: str, tags: dict[str, Any]) -> str:
+        """Register ``model_uri`` as a new version of ``name``; return the version."""
+        try:
+            mv = mlflow.register_model(model_uri, name, tags={k: _param_text(v) for k, v in tags.items()})
+        except MlflowException as exc:
+            raise RegistryError(f"cannot register model '{name}': {_short(exc)}") from None
+        return str(mv.version)
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        """Tag a model version (e.g. with the gate decision)."""
+        for k, v in tags.items():
+            self.client.set_model_version_tag(name, version, k, _param_text(v))
+
+    def champion(self, name: str) -> tuple[str, str] | None:
+        """``(version, uri)`` of the model holding the configured alias, or None."""
+        try:
+            mv = self.client.get_model_version_by_alias(name, self.cfg.alias)
+        except RestException:
+            return None
+        except MlflowException as exc:
+            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                return None
+            raise RegistryError(f"cannot look up {name}@{self.cfg.alias}: {_short(exc)}") from None
+        return str(mv.version), f"models:/{name}@{self.cfg.alias}"
+
+    def promote(self, name: str, version: str) -> None:
+        """Point the alias at ``version``."""
+        self.client.set_registered_model_alias(name, self.cfg.alias, version)
+
+
+def _param_text(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, default=str)
+    return text[:MAX_PARAM_LEN]
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__

@@ -1,0 +1,118 @@
+"""Building and running the Ray Train ``TorchTrainer`` (the only module that makes Train configs)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayline.config import PipelineConfig
+from rayline.data.features import BatchTransform, FittedPreprocessor
+from rayline.data.stage import read_split
+from rayline.errors import TrainingError
+from rayline.train.loop import train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+SCORE_KEY = "val_metric"
+
+
+@dataclass
+class TrainResult:
+    """The outcome of one training run (or of the best Tune trial)."""
+
+    checkpoint_path: str
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    trial_id: str | None = None
+
+
+def build_datasets(staged_path: str, prep: FittedPreprocessor) -> dict[str, Any]:
+    """Lazy train/val datasets of ``{"x", "y"}`` batches, read only for the columns used."""
+    columns = prep.input_columns + [prep.target]
+    transform = BatchTransform(prep)
+    return {
+        split: read_split(staged_path, split, columns=columns).map_batches(
+            transform, batch_format="pandas"
+        )
+        for split in ("train", "val")
+    }
+
+
+def loop_config(model: dict[str, Any], train: dict[str, Any], prep: FittedPreprocessor, metric: str) -> dict[str, Any]:
+    """The plain-data config that :func:`train_loop_per_worker` receives."""
+    return {"model": model, "train": train, "prep": prep.to_json(), "metric": metric}
+
+
+def make_trainer(
+    loop_cfg: dict[str, Any],
+    datasets: dict[str, Any],
+    *,
+    storage_path: str,
+    name: str,
+    mode: str,
+    callbacks: list[Any] | None = None,
+):
+    """A ``TorchTrainer`` for one training run; ``loop_cfg`` as from :func:`loop_config`."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    tcfg = loop_cfg["train"]
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_cfg,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=tcfg["num_workers"],
+            use_gpu=tcfg["use_gpu"],
+            resources_per_worker={"CPU": tcfg["cpus_per_worker"]},
+        ),
+        torch_config=TorchConfig(backend="nccl" if tcfg["use_gpu"] else "gloo"),
+        # Only the train split is sharded across ranks; rank 0 scores the whole val split.
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        datasets=datasets,
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=SCORE_KEY, checkpoint_score_order=mode
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=tcfg["max_failures"]),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def fit(cfg: PipelineConfig, prep: FittedPreprocessor, staged_path: str, storage_path: str, name: str) -> TrainResult:
+    """Train once with the config's hyperparameters; return the best epoch's checkpoint.
+
+    Raises:
+        TrainingError: the workers failed more often than ``train.max_failures`` allows.
+    """
+    loop_cfg = loop_config(
+        cfg.model.model_dump(), cfg.train.model_dump(), prep, cfg.metric
+    )
+    trainer = make_trainer(
+        loop_cfg,
+        build_datasets(staged_path, prep),
+        storage_path=storage_path,
+        name=name,
+        mode=cfg.metric_mode,
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors in its own types
+        raise TrainingError(f"training failed: {exc}") from exc
+    best = result.get_best_checkpoint(metric=SCORE_KEY, mode=cfg.metric_mode)
+    if best is None:
+        raise TrainingError("training finished without a checkpoint; check train.epochs")
+    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    best_metrics = next(
+        (m for ckpt, m in result.best_checkpoints if ckpt.path == best.path), result.metrics
+    )
+    return TrainResult(
+        checkpoint_path=best.path,
+        metrics=dict(best_metrics),
+        params={"model": cfg.model.model_dump(), "train": cfg.train.model_dump()},
+        history=history,
+    )

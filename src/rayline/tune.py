@@ -1,0 +1,181 @@
+"""Hyperparameter search: a Ray Tune ``Tuner`` whose trials are distributed training runs.
+
+With Ray Train V2 each trial is a function that launches its own ``TorchTrainer``; the
+trainer's ``TuneReportCallback`` forwards every epoch's report (and checkpoint path) to Tune,
+so ASHA can stop weak trials early and the best trial is chosen on the validation metric.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayline.config import ParamSpec, PipelineConfig
+from rayline.data.features import FittedPreprocessor
+from rayline.errors import TrainingError
+from rayline.train.trainer import SCORE_KEY, TrainResult, build_datasets, loop_config, make_trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialSummary:
+    """One trial's sampled parameters, per-epoch history and outcome (for MLflow)."""
+
+    trial_id: str
+    params: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _distribution(spec: ParamSpec):
+    from ray import tune
+
+    if spec.type == "loguniform":
+        return tune.loguniform(spec.low, spec.high)
+    if spec.type == "uniform":
+        return tune.uniform(spec.low, spec.high)
+    if spec.type == "randint":
+        return tune.randint(int(spec.low), int(spec.high))
+    return tune.choice(spec.values)
+
+
+def param_space(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """The Tune search space, nested as ``{"train": {...}, "model": {...}}``."""
+    space: dict[str, dict[str, Any]] = {"train": {}, "model": {}}
+    for key, spec in cfg.tune.search_space.items():
+        section, _, name = key.partition(".")
+        space[section][name] = _distribution(spec)
+    return space
+
+
+def default_concurrency(cfg: PipelineConfig, cluster_cpus: float) -> int:
+    """Trials that fit at once while leaving a CPU for Ray Data.
+
+    Each trial holds one CPU for its driver function plus its workers' CPUs.
+    """
+    per_trial = 1 + cfg.train.num_workers * cfg.train.cpus_per_worker
+    return max(1, math.floor((cluster_cpus - 1) / per_trial))
+
+
+def _trial(sampled: dict[str, Any], base: dict[str, Any], staged_path: str, storage_path: str, mode: str) -> None:
+    """The Tune function trainable: one distributed training run with sampled values."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    loop_cfg = copy.deepcopy(base)
+    for section in ("train", "model"):
+        loop_cfg[section].update(sampled.get(section, {}))
+    prep = FittedPreprocessor.from_json(loop_cfg["prep"])
+    trial_id = ray.tune.get_context().get_trial_id()
+    trainer = make_trainer(
+        loop_cfg,
+        build_datasets(staged_path, prep),
+        storage_path=storage_path,
+        name=f"trial-{trial_id}",
+        mode=mode,
+        callbacks=[TuneReportCallback()],
+    )
+    trainer.fit()
+
+
+def _flatten(sampled: dict[str, Any]) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s in ("train", "model") for k, v in sampled.get(s, {}).items()}
+
+
+def run_tune(
+    cfg: PipelineConfig,
+    prep: FittedPreprocessor,
+    staged_path: str,
+    storage_path: str,
+    name: str,
+    cluster_cpus: float,
+) -> tuple[TrainResult, list[TrialSummary]]:
+    """Run the search; return the best trial's best checkpoint and every trial's summary.
+
+    Raises:
+        TrainingError: every trial failed, or none reported the validation metric.
+    """
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    mode = cfg.metric_mode
+    base = loop_config(cfg.model.model_dump(), cfg.train.model_dump(), prep, cfg.metric)
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=cfg.train.epochs,
+            grace_period=min(cfg.tune.grace_period, cfg.train.epochs),
+            reduction_factor=cfg.tune.reduction_factor,
+        )
+        if cfg.tune.scheduler == "asha"
+        else FIFOScheduler()
+    )
+    concurrency = cfg.tune.max_concurrent_trials or default_concurrency(cfg, cluster_cpus)
+    trainable = tune.with_parameters(
+        _trial, base=base, staged_path=staged_path, storage_path=f"{storage_path}/trials", mode=mode
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(cfg),
+        tune_config=tune.TuneConfig(
+            metric=SCORE_KEY,
+            mode=mode,
+            num_samples=cfg.tune.num_samples,
+            scheduler=scheduler,
+            max_concurrent_trials=concurrency,
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
+    )
+    log.info("tuning: %d trials, %d at a time", cfg.tune.num_samples, concurrency)
+    grid = tuner.fit()
+
+    summaries: list[TrialSummary] = []
+    best: tuple[float, TrainResult] | None = None
+    sign = 1.0 if mode == "max" else -1.0
+    for result in grid:
+        trial_id = str((result.metrics or {}).get("trial_id") or result.path.rsplit("/", 1)[-1])
+        df = result.metrics_dataframe
+        history = df.to_dict("records") if df is not None else []
+        scored = [h for h in history if _finite(h.get(SCORE_KEY)) and h.get("checkpoint_path")]
+        top = max(scored, key=lambda h: sign * h[SCORE_KEY]) if scored else {}
+        sampled = {s: dict(result.config.get(s, {})) for s in ("train", "model")}
+        summaries.append(
+            TrialSummary(
+                trial_id=trial_id,
+                params=_flatten(sampled),
+                history=history,
+                best=top,
+                error=str(result.error) if result.error else None,
+            )
+        )
+        if top and (best is None or sign * top[SCORE_KEY] > sign * best[0]):
+            params = copy.deepcopy({"model": base["model"], "train": base["train"]})
+            for s in ("train", "model"):
+                params[s].update(sampled[s])
+            best = (
+                top[SCORE_KEY],
+                TrainResult(
+                    checkpoint_path=top["checkpoint_path"],
+                    metrics={k: v for k, v in top.items() if not k.startswith(("config/", "checkpoint"))},
+                    params=params,
+                    history=history,
+                    trial_id=trial_id,
+                ),
+            )
+    if best is None:
+        errors = [s.error for s in summaries if s.error]
+        raise TrainingError(
+            f"no trial reported '{SCORE_KEY}' with a checkpoint"
+            + (f"; first error: {errors[0]}" if errors else "")
+        )
+    log.info("best trial %s: %s=%.4f", best[1].trial_id, cfg.metric, best[0])
+    return best[1], summaries
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
