@@ -58,6 +58,8 @@ def run(
     _setup_logging(verbose)
     try:
         cfg = load_config(config, overrides or [])
+        if verbose:
+            cfg.runtime.log_to_driver = True
         logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
         result = run_pipeline(cfg, on_stage=_stage_line)
     except RaylineError as exc:

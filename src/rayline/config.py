@@ -317,6 +317,11 @@ class RuntimeConfig(_Section):
         "rayline-runs", description="Root for runs, checkpoints and staged data (local path or URI)."
     )
     run_name: str | None = Field(None, description="Name of this run (default: name + timestamp).")
+    log_to_driver: bool = Field(
+        False,
+        description="Stream every Ray worker's log lines to the console (`rayline run -v` sets "
+        "it); errors reach the console either way.",
+    )
 
 
 class PipelineConfig(_Section):

@@ -70,6 +70,12 @@ class _ScoreWithLoader:
         return {"y": self.prep.true_values(batch[self.prep.target]), "out": output_from_frame(frame, self.prep)}
 
 
+def _one_actor():
+    from ray.data import ActorPoolStrategy
+
+    return ActorPoolStrategy(size=1)
+
+
 def _collect(ds) -> tuple[np.ndarray, np.ndarray]:
     ys, outs = [], []
     for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
@@ -93,7 +99,7 @@ def score_checkpoint(
         },
         batch_format="pandas",
         batch_size=batch_size,
-        concurrency=1,
+        compute=_one_actor(),
     )
     y, out = _collect(ds)
     return len(y), compute_metrics(prep.task, y, out)
@@ -108,7 +114,7 @@ def score_model_uri(
         fn_constructor_kwargs={"prep_json": prep.to_json(), "loader": loader, "uri": uri},
         batch_format="pandas",
         batch_size=batch_size,
-        concurrency=1,
+        compute=_one_actor(),
     )
     y, out = _collect(ds)
     return compute_metrics(prep.task, y, out)

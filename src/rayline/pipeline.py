@@ -79,9 +79,10 @@ class _Stages:
         yield timing
         timing.seconds = time.perf_counter() - start
         self.result.stages.append(timing)
-        log.info("stage %s: done in %.1fs %s", name, timing.seconds, timing.summary)
         if self.on_stage:
             self.on_stage(timing)
+        else:
+            log.info("stage %s: done in %.1fs %s", name, timing.seconds, timing.summary)
 
 
 def default_run_name(cfg: PipelineConfig) -> str:

@@ -39,7 +39,7 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
         try:
             if address:
                 log.info("connecting to Ray at %s", address)
-                ray.init(address=address, log_to_driver=True)
+                ray.init(address=address, log_to_driver=cfg.log_to_driver)
             else:
                 num_cpus = cfg.num_cpus or default_local_cpus()
                 log.info("starting a local Ray with %d logical CPUs", num_cpus)
@@ -50,6 +50,7 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                     num_cpus=num_cpus,
                     object_store_memory=cfg.object_store_memory,
                     include_dashboard=False,
+                    log_to_driver=cfg.log_to_driver,
                 )
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             where = f"at '{address}'" if address else "locally"

@@ -1,0 +1,93 @@
+"""Shared fixtures: one local Ray session per test module, generated data, configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray for the whole module (start-up costs ~10 s, so it is shared)."""
+    import ray
+
+    from rayline.config import RuntimeConfig
+    from rayline.runtime import init_ray
+
+    init_ray(RuntimeConfig(num_cpus=8))
+    yield
+    ray.shutdown()
+
+
+def make_table(n: int, seed: int = 0, bad_rows: int = 0) -> pd.DataFrame:
+    """A learnable classification table: numeric, categorical, bool, nulls, a key column.
+
+    ``bad_rows`` rows get a negative ``income`` (the schema says min 0) so they must be
+    quarantined.
+    """
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "user_id": np.arange(n, dtype=np.int64),
+            "age": rng.integers(18, 80, size=n).astype(np.int64),
+            "income": rng.gamma(2.0, 20.0, size=n),
+            "plan": rng.choice(["basic", "plus", "pro"], size=n),
+            "is_active": rng.random(n) < 0.6,
+        }
+    )
+    logit = 0.04 * (df["age"] - 45) + 0.03 * (df["income"] - 40) + np.where(df["plan"] == "pro", 1.5, 0.0)
+    df["churned"] = (logit + rng.normal(scale=0.5, size=n) > 0).astype(np.int64)
+    # Nulls where the schema allows them: income is nullable and gets imputed.
+    df.loc[rng.choice(n, size=n // 50, replace=False), "income"] = np.nan
+    if bad_rows:
+        idx = rng.choice(np.flatnonzero(df["income"].notna()), size=bad_rows, replace=False)
+        df.loc[idx, "income"] = -1.0
+    return df
+
+
+def write_parts(df: pd.DataFrame, out: Path, parts: int = 2) -> Path:
+    """Write ``df`` as ``parts`` Parquet files under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for i, chunk in enumerate(np.array_split(np.arange(len(df)), parts)):
+        df.iloc[chunk].to_parquet(out / f"part-{i}.parquet", index=False)
+    return out
+
+
+def base_config(data_dir: Path, storage: Path, **sections: Any) -> dict[str, Any]:
+    """A small but complete pipeline config as plain data."""
+    cfg: dict[str, Any] = {
+        "name": "churn-test",
+        "data": {"path": str(data_dir), "target": "churned", "split": {"key": "user_id"}},
+        "schema": {
+            "max_bad_fraction": 0.05,
+            "columns": {
+                "user_id": {"type": "int"},
+                "age": {"type": "int", "min": 0, "max": 120},
+                "income": {"type": "float", "nullable": True, "min": 0},
+                "plan": {"type": "string", "allowed": ["basic", "plus", "pro"]},
+                "is_active": {"type": "bool"},
+                "churned": {"type": "int", "allowed": [0, 1]},
+            },
+        },
+        "model": {"task": "classification", "hidden_sizes": [16]},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "num_workers": 2, "metric": "log_loss"},
+        "evaluate": {"baseline": True},
+        "gate": {"thresholds": {"accuracy": {"min": 0.6}}, "compare_metric": "log_loss"},
+        "registry": {"experiment": "it", "model_name": "churn"},
+        "runtime": {"storage_path": str(storage)},
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    return cfg
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

@@ -1,0 +1,202 @@
+"""The whole pipeline on a local Ray: DDP training, a 2-trial sweep, MLflow registry, the gate."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from rayline.config import validate_config
+from rayline.data.split import SPLIT_COL
+from rayline.errors import DataValidationError
+from rayline.metrics import compute_metrics
+from rayline.pipeline import run_pipeline
+
+from .conftest import base_config, make_table, write_parts
+
+pytestmark = pytest.mark.integration
+
+N_ROWS = 1200
+BAD_ROWS = 12
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    data = write_parts(make_table(N_ROWS, bad_rows=BAD_ROWS), root / "data")
+    return {
+        "root": root,
+        "data": data,
+        "storage": root / "runs",
+        "tracking": f"sqlite:///{root}/mlflow.db",
+    }
+
+
+def _cfg(ws, **sections):
+    raw = base_config(ws["data"], ws["storage"], **sections)
+    raw["registry"]["tracking_uri"] = ws["tracking"]
+    return validate_config(raw)
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, workspace):
+    cfg = _cfg(
+        workspace,
+        tune={
+            "enabled": True,
+            "num_samples": 2,
+            "grace_period": 2,
+            "search_space": {
+                "train.lr": {"type": "loguniform", "low": 0.005, "high": 0.05},
+                "model.hidden_sizes": {"type": "choice", "values": [[16], [8, 8]]},
+            },
+        },
+        runtime={"run_name": "first"},
+    )
+    return cfg, run_pipeline(cfg)
+
+
+def test_every_row_is_accounted_for(first_run):
+    _, result = first_run
+    d = result.data_report
+    assert d["rows_in"] == N_ROWS
+    assert d["rows_quarantined"] == BAD_ROWS
+    assert d["rows_ok"] == N_ROWS - BAD_ROWS
+    assert sum(d["splits"].values()) == d["rows_ok"]
+    assert all(n > 0 for n in d["splits"].values())
+    assert d["top_reasons"] and all("income" in r["reason"] and "< min 0" in r["reason"] for r in d["top_reasons"])
+    quarantine = pd.read_parquet(d["quarantine_path"])
+    assert len(quarantine) == BAD_ROWS
+    assert quarantine["_rayline_reason"].notna().all()
+
+
+def test_split_is_by_key_and_disjoint(first_run):
+    _, result = first_run
+    staged = result.data_report["staged_path"]
+    ids = {
+        split: set(pd.read_parquet(f"{staged}/{SPLIT_COL}={split}")["user_id"])
+        for split in ("train", "val", "test")
+    }
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+
+
+def test_sweep_logs_a_nested_run_per_trial(first_run, workspace):
+    _, result = first_run
+    client = MlflowClient(workspace["tracking"])
+    parent = client.get_run(result.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["train.num_workers"] == "2"
+    assert "test.accuracy" in parent.data.metrics
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'"
+    )
+    assert len(children) == 2
+    for child in children:
+        assert "train.lr" in child.data.params
+        history = client.get_metric_history(child.info.run_id, "val_log_loss")
+        assert len(history) >= 1 and all(np.isfinite(m.value) for m in history)
+    assert result.train["trial_id"] is not None
+
+
+def test_lineage_artifact_and_version_tags(first_run, workspace):
+    cfg, result = first_run
+    lineage = mlflow.artifacts.load_dict(f"runs:/{result.mlflow_run_id}/lineage.json")
+    assert lineage["config_hash"] == cfg.fingerprint()
+    assert len(lineage["data_fingerprint"]) == 64
+    assert {"ray", "torch", "mlflow"} <= set(lineage["packages"])
+    assert "commit" in lineage["code"]
+    mv = MlflowClient(workspace["tracking"]).get_model_version("churn", result.model_version)
+    assert mv.tags["rayline.config_hash"] == cfg.fingerprint()
+    assert mv.tags["rayline.data_fingerprint"] == lineage["data_fingerprint"]
+    assert mv.tags["rayline.gate"] == "passed"
+
+
+def test_champion_loads_with_plain_mlflow_and_matches_the_report(first_run, workspace):
+    _, result = first_run
+    assert result.gate["passed"] and result.promoted
+    mlflow.set_tracking_uri(workspace["tracking"])
+    model = mlflow.pyfunc.load_model("models:/churn@champion")
+    staged = result.data_report["staged_path"]
+    test_rows = pd.read_parquet(f"{staged}/{SPLIT_COL}=test").drop(columns=["_rayline_reason"])
+    raw = test_rows.drop(columns=["churned"])  # raw input columns, as a caller has them
+    out = model.predict(raw)
+    assert list(out.columns) == ["prediction", "probability_0", "probability_1"]
+    assert len(out) == len(raw) == result.evaluation["rows"]
+    assert set(out["prediction"].unique()) <= {0, 1}
+    proba = out[["probability_0", "probability_1"]].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    metrics = compute_metrics("classification", test_rows["churned"].to_numpy(), proba)
+    for name, value in result.evaluation["metrics"].items():
+        assert metrics[name] == pytest.approx(value, abs=1e-5), name
+
+
+def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
+    cfg, first = first_run
+    worse = _cfg(
+        workspace,
+        train={"epochs": 1, "lr": 1e-6, "num_workers": 2, "metric": "log_loss"},
+        evaluate={"baseline": False},
+        runtime={"run_name": "worse"},
+    )
+    result = run_pipeline(worse)
+    assert result.evaluation["champion_metrics"] is not None
+    assert not result.gate["passed"]
+    assert any("champion" in r and "FAIL" in r for r in result.gate["reasons"])
+    client = MlflowClient(workspace["tracking"])
+    assert str(client.get_model_version_by_alias("churn", "champion").version) == first.model_version
+    assert result.model_version != first.model_version
+    assert client.get_model_version("churn", result.model_version).tags["rayline.gate"] == "rejected"
+    # The champion's score on this run's test split is the first run's evaluation: same split.
+    assert result.evaluation["champion_metrics"]["log_loss"] == pytest.approx(
+        first.evaluation["metrics"]["log_loss"], abs=1e-5
+    )
+
+
+def test_missing_column_names_the_file_and_column(ray_session, workspace, tmp_path):
+    data = write_parts(make_table(200).drop(columns=["plan"]), tmp_path / "bad", parts=1)
+    cfg = _cfg(workspace, data={"path": str(data)}, runtime={"run_name": "bad-file"})
+    with pytest.raises(DataValidationError) as err:
+        run_pipeline(cfg)
+    msg = str(err.value)
+    assert "part-0.parquet" in msg and "plan" in msg
+
+
+def test_too_many_bad_rows_fail_and_keep_the_quarantine(ray_session, workspace, tmp_path):
+    data = write_parts(make_table(300, bad_rows=60), tmp_path / "dirty", parts=2)
+    cfg = _cfg(workspace, data={"path": str(data)}, runtime={"run_name": "dirty"})
+    with pytest.raises(DataValidationError) as err:
+        run_pipeline(cfg)
+    msg = str(err.value)
+    assert "60 of 300 rows" in msg and "max_bad_fraction" in msg and "income" in msg
+    qpath = msg.split("The bad rows are in ")[1].split(";")[0]
+    assert len(pd.read_parquet(qpath)) == 60
+    runs = MlflowClient(workspace["tracking"]).search_runs(
+        [mlflow.get_experiment_by_name("it").experiment_id], "attributes.run_name = 'dirty'"
+    )
+    assert runs and runs[0].info.status == "FAILED"
+
+
+def test_regression_pipeline(ray_session, workspace, tmp_path):
+    df = make_table(600, seed=3)
+    df["spend"] = 2.0 * df["age"] + np.where(df["plan"] == "pro", 30.0, 0.0) + np.random.default_rng(1).normal(size=len(df))
+    data = write_parts(df, tmp_path / "reg", parts=1)
+    raw = base_config(data, workspace["storage"])
+    raw["schema"]["columns"]["spend"] = {"type": "float"}
+    raw["data"]["target"] = "spend"
+    raw["model"] = {"task": "regression", "hidden_sizes": [16]}
+    raw["train"] = {"epochs": 4, "lr": 0.01, "num_workers": 1, "metric": "rmse"}
+    raw["gate"] = {"thresholds": {"r2": {"min": 0.5}}}
+    raw["registry"] = {"tracking_uri": workspace["tracking"], "experiment": "it", "model_name": "spend"}
+    raw["features"] = {"numeric": ["age", "income", "is_active"], "categorical": ["plan"]}
+    result = run_pipeline(validate_config(raw))
+    assert result.evaluation["metrics"]["r2"] > 0.5
+    assert result.promoted
+    mlflow.set_tracking_uri(workspace["tracking"])
+    out = mlflow.pyfunc.load_model("models:/spend@champion").predict(df.head(5).drop(columns=["spend"]))
+    assert list(out.columns) == ["prediction"]
+    assert np.all(np.abs(out["prediction"].to_numpy() - df["spend"].head(5).to_numpy()) < 40)
+    assert json.loads(MlflowClient(workspace["tracking"]).get_model_version("spend", result.model_version).tags["rayline.test_metrics"])["r2"] > 0.5
