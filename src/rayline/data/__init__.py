@@ -1,0 +1,1 @@
+"""The data plane: ingest, validate, split and featurize with Ray Data."""

@@ -1,0 +1,293 @@
+"""Preprocessing: fit on the train split with Ray Data aggregations, apply anywhere.
+
+The fitted state is a plain JSON document (:class:`FittedPreprocessor`), never a pickle, so
+the registered model carries it safely and the serving path applies exactly the code that
+training used: :meth:`FittedPreprocessor.transform` is pure numpy/pandas and has no Ray in it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FittedPreprocessor:
+    """Everything needed to turn raw input columns into the model's feature matrix.
+
+    Attributes:
+        task: "classification" or "regression".
+        target: the label column.
+        classes: the label values in index order (classification), else None.
+        numeric: per numeric column, ``{"name", "mean", "std", "fill"}`` from the train split.
+        categorical: per categorical column, ``{"name", "categories"}``, most frequent first.
+        encoding: "onehot" or "index" for categoricals.
+        standardize: whether numeric columns are scaled by the train mean and std.
+        input_types: the declared type of each raw input column (for signatures and casts).
+        target_mean, target_std: regression targets are trained standardised by these
+            train-split statistics, so one learning rate suits any target scale.
+    """
+
+    task: str
+    target: str
+    classes: list[Any] | None
+    numeric: list[dict[str, Any]]
+    categorical: list[dict[str, Any]]
+    encoding: str = "onehot"
+    standardize: bool = True
+    input_types: dict[str, str] = field(default_factory=dict)
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    format_version: int = FORMAT_VERSION
+
+    # -- shape ------------------------------------------------------------------------------
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns the model reads, numeric first."""
+        return [c["name"] for c in self.numeric] + [c["name"] for c in self.categorical]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the output columns, in order."""
+        names = [c["name"] for c in self.numeric]
+        for c in self.categorical:
+            if self.encoding == "onehot":
+                names += [f"{c['name']}={v}" for v in c["categories"]]
+            else:
+                names.append(f"{c['name']}#index")
+        return names
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the feature matrix."""
+        return len(self.feature_names)
+
+    @property
+    def num_outputs(self) -> int:
+        """Model output width: number of classes, or 1 for regression."""
+        return len(self.classes) if self.task == "classification" else 1
+
+    # -- the transform ----------------------------------------------------------------------
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """Raw rows -> float32 feature matrix of shape (rows, output_dim).
+
+        Missing numeric values take the train-split fill; categories not seen in training
+        (and nulls) fall in the unknown bucket: all zeros for one-hot, index 0 for index
+        encoding.
+        """
+        n = len(df)
+        parts: list[np.ndarray] = []
+        for c in self.numeric:
+            col = pd.to_numeric(df[c["name"]], errors="coerce").astype("float64")
+            x = col.to_numpy(na_value=np.nan)
+            x = np.where(np.isnan(x), c["fill"], x)
+            if self.standardize:
+                x = (x - c["mean"]) / (c["std"] if c["std"] > 0 else 1.0)
+            parts.append(x.reshape(n, 1))
+        for c in self.categorical:
+            cats = c["categories"]
+            # Position in the vocabulary, -1 when unseen or null.
+            codes = pd.Categorical(df[c["name"]].astype("string"), categories=cats).codes
+            if self.encoding == "onehot":
+                onehot = np.zeros((n, len(cats)), dtype=np.float64)
+                known = codes >= 0
+                onehot[np.flatnonzero(known), codes[known]] = 1.0
+                parts.append(onehot)
+            else:
+                parts.append((codes + 1).astype(np.float64).reshape(n, 1))
+        if not parts:
+            return np.zeros((n, 0), dtype=np.float32)
+        return np.hstack(parts).astype(np.float32)
+
+    def encode_target(self, values: pd.Series) -> np.ndarray:
+        """Labels -> class indices (int64) or standardised regression targets (float32)."""
+        if self.task == "regression":
+            y = pd.to_numeric(values).astype("float64").to_numpy()
+            return ((y - self.target_mean) / self.target_std).astype(np.float32)
+        index = {_key(v): i for i, v in enumerate(self.classes or [])}
+        out = np.fromiter((index.get(_key(v), -1) for v in values), dtype=np.int64, count=len(values))
+        if (out < 0).any():
+            unknown = sorted({str(v) for v, o in zip(values, out, strict=True) if o < 0})[:5]
+            raise ValueError(f"labels not among the known classes: {unknown}")
+        return out
+
+    def decode_output(self, raw: np.ndarray) -> np.ndarray:
+        """Network output -> class probabilities (rows, classes) or predictions (rows,)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.task == "regression":
+            return raw.reshape(-1) * self.target_std + self.target_mean
+        z = raw - raw.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def true_values(self, values: pd.Series) -> np.ndarray:
+        """Labels as the metrics expect them: class indices, or targets on their own scale."""
+        if self.task == "regression":
+            return pd.to_numeric(values).astype("float64").to_numpy()
+        return self.encode_target(values)
+
+    def decode_labels(self, indices: np.ndarray) -> np.ndarray:
+        """Class indices -> label values."""
+        return np.asarray(self.classes, dtype=object)[np.asarray(indices, dtype=np.int64)]
+
+    # -- persistence -------------------------------------------------------------------------
+    def to_json(self) -> str:
+        """The fitted state as JSON."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FittedPreprocessor:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"preprocessor format {data.get('format_version')} is not supported "
+                f"(expected {FORMAT_VERSION})"
+            )
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_json` to ``path``."""
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FittedPreprocessor:
+        """Read a preprocessor written by :meth:`save`."""
+        return cls.from_json(Path(path).read_text())
+
+
+def _key(v: Any) -> Any:
+    """Normalise a label for lookup (numpy scalars and ints/floats of equal value match)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _json_value(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def fit_preprocessor(
+    train_ds: Any,
+    all_ds: Any,
+    *,
+    task: str,
+    target: str,
+    numeric: list[str],
+    categorical: list[str],
+    encoding: str,
+    standardize: bool,
+    impute: str,
+    max_categories: int,
+    input_types: dict[str, str],
+    allowed_classes: list[Any] | None = None,
+) -> FittedPreprocessor:
+    """Fit the preprocessor with Ray Data aggregations (one pass over the train split).
+
+    Statistics come from ``train_ds`` only, so nothing about val/test leaks into the
+    features. The class list is the target's ``allowed`` values when the schema declares
+    them, else every label seen in ``all_ds`` (all good rows): a label is not a learned
+    statistic, and a class that only appears in the test split must still be scorable.
+    """
+    from ray.data.aggregate import Count, Mean, Std, ValueCounter
+
+    aggs: list[Any] = [Count()]
+    if task == "regression":
+        aggs += [Mean(target, alias_name="target_mean"), Std(target, ddof=0, alias_name="target_std")]
+    for c in numeric:
+        aggs += [Mean(c, alias_name=f"mean:{c}"), Std(c, ddof=0, alias_name=f"std:{c}")]
+    for c in categorical:
+        aggs.append(ValueCounter(c, alias_name=f"counts:{c}"))
+    bool_cols = [c for c in numeric if input_types.get(c) == "bool"]
+    if bool_cols:
+        # Arrow's mean/std kernels have no boolean variant; aggregate them as 0/1.
+        train_ds = train_ds.map_batches(
+            _bools_to_float, fn_kwargs={"columns": bool_cols}, batch_format="pandas"
+        )
+    stats = train_ds.aggregate(*aggs)
+    if not stats or not stats.get("count()"):
+        raise ValueError("the train split is empty; add data or change data.split fractions")
+
+    num_state = []
+    for c in numeric:
+        mean = stats.get(f"mean:{c}")
+        std = stats.get(f"std:{c}")
+        mean = 0.0 if mean is None or np.isnan(mean) else float(mean)
+        std = 1.0 if std is None or np.isnan(std) or std == 0 else float(std)
+        num_state.append(
+            {"name": c, "mean": mean, "std": std, "fill": mean if impute == "mean" else 0.0}
+        )
+    cat_state = []
+    for c in categorical:
+        counts = stats[f"counts:{c}"]
+        pairs = [
+            (str(_json_value(v)), int(n))
+            for v, n in zip(counts["values"], counts["counts"], strict=True)
+            if v is not None and not (isinstance(v, float) and np.isnan(v))
+        ]
+        # Most frequent first; ties broken by value so the vocabulary is deterministic.
+        pairs.sort(key=lambda p: (-p[1], p[0]))
+        cat_state.append({"name": c, "categories": [v for v, _ in pairs[:max_categories]]})
+
+    classes = None
+    if task == "classification":
+        if allowed_classes:
+            classes = sorted((_key(_json_value(v)) for v in allowed_classes), key=_sort_key)
+        else:
+            counts = all_ds.aggregate(ValueCounter(target, alias_name="labels"))["labels"]
+            classes = sorted(
+                {_key(_json_value(v)) for v in counts["values"] if v is not None}, key=_sort_key
+            )
+        if len(classes) < 2:
+            raise ValueError(
+                f"classification needs at least 2 classes in '{target}', found {classes}"
+            )
+    t_mean, t_std = 0.0, 1.0
+    if task == "regression":
+        t_mean = float(stats.get("target_mean") or 0.0)
+        t_std = float(stats.get("target_std") or 1.0) or 1.0
+    return FittedPreprocessor(
+        target_mean=t_mean,
+        target_std=t_std,
+        task=task,
+        target=target,
+        classes=classes,
+        numeric=num_state,
+        categorical=cat_state,
+        encoding=encoding,
+        standardize=standardize,
+        input_types=input_types,
+    )
+
+
+def _bools_to_float(batch: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    for c in columns:
+        batch[c] = batch[c].astype("float64")
+    return batch
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    return (0, v) if isinstance(v, int | float) else (1, str(v))
+
+
+class BatchTransform:
+    """The ``map_batches`` callable: raw pandas batch -> ``{"x": features, "y": labels}``."""
+
+    def __init__(self, prep: FittedPreprocessor, with_target: bool = True):
+        self.prep = prep
+        self.with_target = with_target
+
+    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
+        out = {"x": self.prep.transform(batch)}
+        if self.with_target:
+            out["y"] = self.prep.encode_target(batch[self.prep.target])
+        return out

@@ -1,0 +1,209 @@
+"""Finding input files and reading them lazily with Ray Data.
+
+Paths go through pyarrow filesystems, so a local path, a directory, a glob and an
+``s3://``/``gs://`` URI all take the same route: resolve to a concrete file list on the
+driver (metadata only), then hand the list to ``ray.data.read_parquet``/``read_csv``, which
+streams the bytes on the cluster.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from rayline.errors import DataSourceError
+
+_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class SourceFiles:
+    """The concrete input files of a run and the filesystem they live on."""
+
+    files: list[str]
+    format: str
+    filesystem: pafs.FileSystem = field(repr=False)
+    uris: list[str] = field(default_factory=list)
+
+    def display(self, path: str) -> str:
+        """The name a user would recognise for ``path`` (the URI when there is one)."""
+        return dict(zip(self.files, self.uris, strict=True)).get(path, path)
+
+
+def _to_fs(uri: str) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, path inside it, scheme prefix to rebuild URIs)."""
+    if "://" in uri:
+        scheme = uri.split("://", 1)[0] + "://"
+        try:
+            fs, path = pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise DataSourceError(
+                f"cannot open '{uri}': {exc}. Check the URI scheme and that credentials are "
+                "set in the environment."
+            ) from None
+        return fs, path, scheme
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)), ""
+
+
+def _is_data_file(path: str, root: str = "") -> bool:
+    rel = path[len(root) :] if root and path.startswith(root) else path.rsplit("/", 1)[-1]
+    parts = [p for p in rel.split("/") if p]
+    # Spark/Hive side files (_SUCCESS, .crc, _metadata) and hidden or temporary directories
+    # (.ipynb_checkpoints, _temporary, _delta_log) are not data.
+    return not any(p.startswith((".", "_")) for p in parts) and (
+        os.path.splitext(parts[-1] if parts else "")[1].lower() in _EXTENSIONS
+    )
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """Shell-style glob: wildcards stay within one path segment; a ``**`` segment spans
+    zero or more directories. As in a directory, a wildcard does not match names that
+    start with '.' or '_' (side files, hidden or temporary directories) unless the
+    pattern segment starts with that character itself."""
+
+    def hidden(name: str, pat: str) -> bool:
+        return name.startswith((".", "_")) and not pat.startswith(name[0])
+
+    def match(p: list[str], q: list[str]) -> bool:
+        if not q:
+            return not p
+        if q[0] == "**":
+            return any(
+                match(p[i:], q[1:])
+                for i in range(len(p) + 1)
+                if not any(hidden(name, "") for name in p[:i])
+            )
+        return (
+            bool(p)
+            and not hidden(p[0], q[0])
+            and fnmatch.fnmatchcase(p[0], q[0])
+            and match(p[1:], q[1:])
+        )
+
+    return match(path.split("/"), pattern.split("/"))
+
+
+def _expand(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
+    fs, path, scheme = _to_fs(uri)
+    if _GLOB_CHARS & set(path):
+        parts = path.split("/")
+        first = next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))
+        base = "/".join(parts[:first]) or "/"
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        except OSError as exc:
+            raise DataSourceError(f"cannot list '{scheme}{base}' for glob '{uri}': {exc}") from None
+        files = sorted(
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File and _glob_match(i.path, path)
+        )
+        if not files:
+            raise DataSourceError(
+                f"the glob '{uri}' matches no files; check the pattern and the directory "
+                f"'{scheme}{base}'"
+            )
+        return fs, files, scheme
+    try:
+        info = fs.get_file_info(path)
+    except OSError as exc:
+        raise DataSourceError(f"cannot access '{uri}': {exc}") from None
+    if info.type == pafs.FileType.NotFound:
+        raise DataSourceError(f"data path '{uri}' does not exist; check data.path")
+    if info.type == pafs.FileType.Directory:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        files = sorted(
+            i.path for i in infos if i.type == pafs.FileType.File and _is_data_file(i.path, path)
+        )
+        if not files:
+            raise DataSourceError(
+                f"directory '{uri}' holds no .parquet or .csv files; check data.path"
+            )
+        return fs, files, scheme
+    return fs, [path], scheme
+
+
+def resolve_sources(paths: str | list[str], fmt: str = "auto") -> SourceFiles:
+    """Expand files, directories and globs into one sorted list of files of one format.
+
+    Raises:
+        DataSourceError: a path does not exist, a glob or directory matches nothing, the
+            formats are mixed, or the format cannot be told from the extension.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise DataSourceError("data.path is an empty list; give at least one file, directory or glob")
+    files: list[str] = []
+    uris: list[str] = []
+    filesystem: pafs.FileSystem | None = None
+    for uri in paths:
+        fs, found, scheme = _expand(uri)
+        if filesystem is not None and type(fs) is not type(filesystem):
+            raise DataSourceError(
+                "data.path mixes filesystems (e.g. local and s3://); put all inputs on one"
+            )
+        filesystem = fs
+        files.extend(found)
+        uris.extend(f"{scheme}{f}" if scheme else f for f in found)
+    if fmt == "auto":
+        kinds = {_EXTENSIONS.get(os.path.splitext(f)[1].lower()) for f in files}
+        if None in kinds:
+            bad = next(u for f, u in zip(files, uris, strict=True) if os.path.splitext(f)[1].lower() not in _EXTENSIONS)
+            raise DataSourceError(
+                f"cannot tell the format of '{bad}' from its extension; set data.format to "
+                "parquet or csv"
+            )
+        if len(kinds) > 1:
+            raise DataSourceError(
+                "data.path mixes Parquet and CSV files; point it at one format or set data.format"
+            )
+        fmt = kinds.pop()
+    assert filesystem is not None
+    return SourceFiles(files=files, format=fmt, filesystem=filesystem, uris=uris)
+
+
+def fingerprint(sources: SourceFiles) -> str:
+    """A sha256 over every input file: content for local files, size + mtime for remote ones.
+
+    Hashing remote objects in full would read the whole dataset twice; their size and
+    modification time change whenever the object is rewritten, which is what lineage needs.
+    """
+    h = hashlib.sha256()
+    local = isinstance(sources.filesystem, pafs.LocalFileSystem)
+    for path, uri in zip(sources.files, sources.uris, strict=True):
+        h.update(uri.encode())
+        if local:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        else:
+            info = sources.filesystem.get_file_info(path)
+            h.update(f"{info.size}:{info.mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def read_dataset(sources: SourceFiles, string_columns: list[str] | None = None):
+    """A lazy Ray Dataset over the source files.
+
+    CSV columns named in ``string_columns`` are read as strings so that a malformed value
+    becomes a quarantined row during validation instead of failing the whole read.
+    """
+    import ray.data
+
+    if sources.format == "parquet":
+        return ray.data.read_parquet(sources.files, filesystem=sources.filesystem)
+    import pyarrow.csv as pacsv
+
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in string_columns or []},
+        strings_can_be_null=True,
+    )
+    return ray.data.read_csv(
+        sources.files, filesystem=sources.filesystem, convert_options=convert
+    )

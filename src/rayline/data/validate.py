@@ -1,0 +1,196 @@
+"""The data contract: file-level schema checks and row rules.
+
+Two levels, as in TFX's ExampleValidator: a file that lacks a declared column, or stores it
+with an incompatible type, is a broken input and stops the run (:class:`DataValidationError`
+naming the file and column). A row that breaks a row rule (null where not allowed, out of
+range, not an allowed value, a value that does not parse) is set aside in quarantine with a
+reason; the run fails only if too many rows are bad.
+
+:func:`validate_batch` is pure pandas: it runs inside Ray Data's ``map_batches`` and in unit
+tests alike.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from rayline.config import ColumnSpec
+from rayline.data.ingest import SourceFiles
+from rayline.errors import DataValidationError
+
+REASON_COL = "_rayline_reason"
+
+_TRUE = {"true", "t", "1", "yes", "y"}
+_FALSE = {"false", "f", "0", "no", "n"}
+
+
+def _compatible(arrow_type: pa.DataType, declared: str) -> bool:
+    if declared == "string":
+        return True  # numbers and booleans can be read as text
+    if declared == "float":
+        return (
+            pa.types.is_floating(arrow_type)
+            or pa.types.is_integer(arrow_type)
+            or pa.types.is_decimal(arrow_type)
+            or pa.types.is_null(arrow_type)
+        )
+    if declared == "int":
+        return pa.types.is_integer(arrow_type) or pa.types.is_null(arrow_type)
+    if declared == "bool":
+        return pa.types.is_boolean(arrow_type) or pa.types.is_null(arrow_type)
+    return False
+
+
+def _file_schema(sources: SourceFiles, path: str) -> pa.Schema:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if sources.format == "parquet":
+            with sources.filesystem.open_input_file(path) as f:
+                return pq.read_schema(f)
+        with sources.filesystem.open_input_stream(path) as f:
+            reader = pacsv.open_csv(f)
+            return reader.schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataValidationError(
+            f"cannot read '{sources.display(path)}' as {sources.format}: {exc}. The file is "
+            "corrupt, truncated or not in that format; replace or remove it."
+        ) from None
+
+
+def check_file_schemas(sources: SourceFiles, columns: dict[str, ColumnSpec]) -> None:
+    """Check that every file has every declared column with a compatible type.
+
+    Reads only file footers (Parquet) or the first block (CSV), never the data.
+
+    Raises:
+        DataValidationError: naming every offending file and column.
+    """
+    problems = []
+    for path in sources.files:
+        schema = _file_schema(sources, path)
+        name = sources.display(path)
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            problems.append(
+                f"{name}: missing column(s) {', '.join(missing)} (file has: "
+                f"{', '.join(schema.names)})"
+            )
+        if sources.format == "csv":
+            continue  # CSV columns are read as text and parsed row by row
+        for col, spec in columns.items():
+            if col in schema.names and not _compatible(schema.field(col).type, spec.type):
+                problems.append(
+                    f"{name}: column '{col}' has type {schema.field(col).type}, but the schema "
+                    f"declares {spec.type}; fix the data or schema.columns.{col}.type"
+                )
+    if problems:
+        raise DataValidationError(
+            "input files break the schema:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def _exact_int(v: object) -> int | None:
+    """A whole number within int64, parsed without float rounding; None otherwise."""
+    try:
+        if isinstance(v, int | np.integer):
+            d = Decimal(int(v))
+        else:
+            d = Decimal(str(v).strip() if isinstance(v, str) else float(v))
+        n = int(d)
+    except (ArithmeticError, TypeError, ValueError):
+        return None
+    return n if n == d and -(2**63) <= n < 2**63 else None
+
+
+def _coerce(values: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
+    """Cast ``values`` to the declared type; also return which non-null values failed to parse."""
+    was_null = values.isna().to_numpy()
+    if kind == "string":
+        out = values.astype("string")
+        return out, np.zeros(len(values), dtype=bool)
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(values.dtype):
+            return values.astype("boolean"), np.zeros(len(values), dtype=bool)
+        text = values.astype("string").str.strip().str.lower()
+        out = pd.Series(pd.NA, index=values.index, dtype="boolean")
+        out[text.isin(_TRUE).fillna(False).to_numpy(dtype=bool)] = True
+        out[text.isin(_FALSE).fillna(False).to_numpy(dtype=bool)] = False
+        return out, out.isna().to_numpy() & ~was_null
+    num = pd.to_numeric(values, errors="coerce").astype("float64")
+    bad = num.isna().to_numpy() & ~was_null
+    if kind == "int":
+        arr = num.to_numpy()
+        bad |= np.isfinite(arr) & (arr != np.round(arr))
+        # Beyond int64 (or inf) is a bad value, not a failed cast of the whole batch.
+        bad |= (np.abs(arr) > 2.0**63) & ~np.isnan(arr)
+        # float64 rounds whole numbers beyond 2**53 (64-bit ids): keep them exact, and
+        # independent of the rest of the batch.
+        exact = pd.to_numeric(values.where(~bad), errors="coerce", dtype_backend="numpy_nullable")
+        if pd.api.types.is_signed_integer_dtype(exact.dtype):
+            return exact.astype("Int64"), bad
+        big = np.flatnonzero(~bad & (np.abs(arr) >= 2.0**53))
+        out = num.where(~bad & ~(np.abs(arr) >= 2.0**53)).astype("Int64")
+        for i, v in zip(big, values.iloc[big], strict=True):
+            v = _exact_int(v)
+            if v is None:
+                bad[i] = True
+            else:
+                out.iloc[i] = v
+        return out, bad
+    return num, bad
+
+
+def validate_batch(batch: pd.DataFrame, columns: dict[str, ColumnSpec]) -> pd.DataFrame:
+    """Coerce the declared columns to their types and record why each row is bad.
+
+    Returns the declared columns (other columns are dropped) plus ``_rayline_reason``: null
+    for a good row, else every rule the row breaks as ``"column: rule"``, joined by ``"; "``.
+    Values that fail to parse become null in the output and are quoted in the reason, so the
+    quarantine keeps what was wrong.
+    """
+    n = len(batch)
+    out = {}
+    reasons = np.full(n, "", dtype=object)
+
+    def add(mask: np.ndarray, text) -> None:
+        if not mask.any():
+            return
+        idx = np.flatnonzero(mask)
+        if callable(text):
+            texts = text(idx)
+        else:
+            texts = [text] * len(idx)
+        for i, t in zip(idx, texts, strict=True):
+            reasons[i] = f"{reasons[i]}; {t}" if reasons[i] else t
+
+    for col, spec in columns.items():
+        raw = batch[col] if col in batch.columns else pd.Series([None] * n, index=batch.index)
+        values, unparsable = _coerce(raw, spec.type)
+        raw_np = raw.to_numpy(dtype=object)
+        add(unparsable, lambda idx, c=col, s=spec, r=raw_np: [f"{c}: not a {s.type} ({r[i]!r})" for i in idx])
+        null = values.isna().to_numpy() & ~unparsable
+        if not spec.nullable:
+            add(null, f"{col}: null in a non-nullable column")
+        if spec.min is not None or spec.max is not None:
+            arr = values.astype("float64").to_numpy(na_value=np.nan)
+            if spec.min is not None:
+                add(arr < spec.min, lambda idx, c=col, s=spec, a=arr: [f"{c}: {a[i]:g} < min {s.min:g}" for i in idx])
+            if spec.max is not None:
+                add(arr > spec.max, lambda idx, c=col, s=spec, a=arr: [f"{c}: {a[i]:g} > max {s.max:g}" for i in idx])
+        if spec.allowed is not None:
+            present = ~values.isna().to_numpy()
+            allowed = values.isin(spec.allowed).fillna(False).to_numpy(dtype=bool)
+            vals = values.to_numpy(dtype=object)
+            add(present & ~allowed, lambda idx, c=col, v=vals: [f"{c}: {v[i]!r} not in allowed values" for i in idx])
+        out[col] = values.reset_index(drop=True)
+    result = pd.DataFrame(out)
+    result[REASON_COL] = pd.Series(
+        [r if r else None for r in reasons], dtype="string"
+    )
+    return result
