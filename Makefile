@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rayline-installed
 
-.PHONY: setup demo test test-unit lint format clean
+.PHONY: setup demo test test-unit lint format clean docs
 
 setup: $(STAMP)
 
@@ -35,3 +35,6 @@ format: setup
 
 clean:
 	rm -rf rayline-runs data/breast_cancer .pytest_cache
+
+docs: setup
+	$(BIN)/python docs/update_reference.py README.md
