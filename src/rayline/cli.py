@@ -38,6 +38,19 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _crash(exc: Exception, verbose: bool) -> None:
+    """An error rayline did not anticipate: one line by default, the traceback with -v."""
+    if verbose:
+        raise exc
+    typer.secho(
+        f"internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}\n"
+        "rerun with --verbose for the traceback, and please report it",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    raise typer.Exit(code=1)
+
+
 def _stage_line(timing) -> None:
     typer.echo(f"[rayline] {timing.name:<15} {timing.seconds:6.1f}s  {timing.summary}", err=True)
 
@@ -65,6 +78,9 @@ def run(
     except RaylineError as exc:
         _fail(exc)
         return
+    except Exception as exc:
+        _crash(exc, verbose)
+        return
     typer.echo(format_summary(result, cfg.registry.alias))
     if fail_on_reject and result.gate and not result.gate["passed"]:
         raise typer.Exit(code=3)
@@ -82,6 +98,9 @@ def validate(config: ConfigArg, overrides: OverridesArg = None) -> None:
         report = run_validation(cfg, on_stage=_stage_line)
     except RaylineError as exc:
         _fail(exc)
+        return
+    except Exception as exc:
+        _crash(exc, False)
         return
     typer.echo(json.dumps(report.to_dict(), indent=2))
 

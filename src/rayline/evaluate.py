@@ -100,6 +100,9 @@ def score_checkpoint(
         batch_format="pandas",
         batch_size=batch_size,
         compute=_one_actor(),
+        # Scoring is cheap to redo; no restarts also keeps Ray from warning about
+        # constructor arguments held in the object store.
+        max_restarts=0,
     )
     y, out = _collect(ds)
     return len(y), compute_metrics(prep.task, y, out)
@@ -115,6 +118,9 @@ def score_model_uri(
         batch_format="pandas",
         batch_size=batch_size,
         compute=_one_actor(),
+        # Scoring is cheap to redo; no restarts also keeps Ray from warning about
+        # constructor arguments held in the object store.
+        max_restarts=0,
     )
     y, out = _collect(ds)
     return compute_metrics(prep.task, y, out)

@@ -231,7 +231,10 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
                 best = trainer.fit(cfg, prep, report.staged_path, f"{run_dir}/train", "train")
                 t.summary = f"best epoch {best.metrics.get('epoch')}: val_{cfg.metric}={best.metrics.get('val_metric', float('nan')):.4f}"
         registry.log_history(best.history)
-        registry.log_params({f"best.{k}": v for k, v in flatten(best.params).items() if k not in ("train.seed",)})
+        if cfg.tune.enabled:
+            # The winning trial's sampled values, beside the config's starting point.
+            chosen = flatten(best.params)
+            registry.log_params({f"best.{k}": chosen[k] for k in cfg.tune.search_space})
         result.train = {
             "checkpoint_path": best.checkpoint_path,
             "metrics": best.metrics,
@@ -363,18 +366,18 @@ def format_summary(result: PipelineResult, alias: str = "champion") -> str:
         ev = result.evaluation
         lines += ["", f"test metrics ({ev['rows']} rows):"]
         names = list(ev["metrics"])
-        header = f"  {'':<22}" + "".join(f"{n:>10}" for n in names)
+        header = f"  {'':<28}" + "".join(f"{n:>10}" for n in names)
         lines.append(header)
-        lines.append(f"  {'model':<22}" + "".join(f"{ev['metrics'][n]:>10.4f}" for n in names))
+        lines.append(f"  {'model':<28}" + "".join(f"{ev['metrics'][n]:>10.4f}" for n in names))
         if ev.get("champion_metrics"):
             lines.append(
-                f"  {'champion ' + str(ev.get('extra', {}).get('champion_version', '')):<22}"
+                f"  {'champion ' + str(ev.get('extra', {}).get('champion_version', '')):<28}"
                 + "".join(f"{ev['champion_metrics'].get(n, float('nan')):>10.4f}" for n in names)
             )
         if ev.get("baseline"):
             b = ev["baseline"]
             lines.append(
-                f"  {b['model'].rsplit('.', 1)[-1] + ' baseline':<22}"
+                f"  {b['model'].rsplit('.', 1)[-1] + ' baseline':<28}"
                 + "".join(f"{b['metrics'].get(n, float('nan')):>10.4f}" for n in names)
             )
     if result.gate:

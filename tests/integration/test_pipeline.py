@@ -91,6 +91,9 @@ def test_sweep_logs_a_nested_run_per_trial(first_run, workspace):
     assert parent.info.status == "FINISHED"
     assert parent.data.params["train.num_workers"] == "2"
     assert "test.accuracy" in parent.data.metrics
+    best_lr = float(parent.data.params["best.train.lr"])
+    assert 0.005 <= best_lr <= 0.05
+    assert best_lr == pytest.approx(result.train["params"]["train"]["lr"])
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'"
     )
