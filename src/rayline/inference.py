@@ -25,7 +25,7 @@ class Predictor:
     def __init__(self, prep: FittedPreprocessor, model_spec: dict[str, Any], state_dict: dict[str, Any]):
         self.prep = prep
         self.model_spec = model_spec
-        self.model = build_model(model_spec, prep.output_dim, prep.num_outputs)
+        self.model = build_model(model_spec, prep.output_dim, prep.num_outputs, prep=prep)
         self.model.load_state_dict(state_dict)
         self.model.eval()
 

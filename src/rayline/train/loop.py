@@ -122,7 +122,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # that workers on one node do not fight over cores.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
 
-    model = build_model(config["model"], prep.output_dim, prep.num_outputs)
+    model = build_model(config["model"], prep.output_dim, prep.num_outputs, prep=prep)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     optimizer = _make_optimizer(tcfg["optimizer"], model.parameters(), tcfg["lr"], tcfg["weight_decay"])

@@ -39,7 +39,7 @@ def build_mlp(
 BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp}
 
 
-def build_model(model_cfg: dict[str, Any], in_dim: int, out_dim: int) -> nn.Module:
+def build_model(model_cfg: dict[str, Any], in_dim: int, out_dim: int, prep: Any = None) -> nn.Module:
     """Build the network named by ``model_cfg["builder"]`` from a plain dict of its config."""
     builder = model_cfg.get("builder", "mlp")
     if builder not in BUILDERS:
