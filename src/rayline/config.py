@@ -137,12 +137,56 @@ class ModelConfig(_Section):
     task: Literal["classification", "regression"] = Field(
         ..., description="classification (integer or string labels) or regression."
     )
-    builder: Literal["mlp"] = Field("mlp", description="Model builder by name.")
+    builder: str = Field(
+        "mlp",
+        description="Model builder: 'mlp' (feed-forward), 'tabular' (an embedding per "
+        "categorical, needs features.encoding: index), 'cnn' (images, needs image_shape), or "
+        "a user function 'package.module:function' called as fn(model_cfg: dict, in_dim: int, "
+        "out_dim: int) -> torch.nn.Module.",
+    )
     hidden_sizes: list[int] = Field(
         [64, 32], description="Widths of the hidden layers of the MLP (empty: a linear model)."
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
     activation: Literal["relu", "gelu", "tanh"] = Field("relu", description="Hidden activation.")
+    embedding_dim: int | None = Field(
+        None,
+        ge=1,
+        description="tabular: width of each categorical embedding. Default: "
+        "min(16, (cardinality + 1) // 2) per column, cardinality counting the unknown bucket.",
+    )
+    image_shape: list[int] | None = Field(
+        None,
+        min_length=3,
+        max_length=3,
+        description="cnn (required): [C, H, W] of each image; C*H*W must equal the number of "
+        "feature columns, which arrive flat and are reshaped.",
+    )
+    conv_channels: list[int] = Field(
+        [16, 32],
+        min_length=1,
+        description="cnn: output channels of each conv block (3x3 conv, activation, 2x2 max-pool).",
+    )
+
+    @model_validator(mode="after")
+    def _check_builder(self) -> ModelConfig:
+        problems = []
+        module, sep, attr = self.builder.partition(":")
+        is_path = bool(sep) and all(p.isidentifier() for p in module.split(".")) and attr.isidentifier()
+        if self.builder not in ("mlp", "tabular", "cnn") and not is_path:
+            problems.append(
+                f"builder '{self.builder}' is not known; use 'mlp', 'tabular', 'cnn', or an "
+                "import path 'package.module:function' to a user builder"
+            )
+        if self.builder == "cnn" and self.image_shape is None:
+            problems.append("builder 'cnn' needs image_shape: [C, H, W] (e.g. [1, 8, 8])")
+        if self.image_shape is not None and min(self.image_shape) < 1:
+            problems.append(f"image_shape {self.image_shape}: every size must be >= 1")
+        if min(self.conv_channels) < 1:
+            problems.append(f"conv_channels {self.conv_channels}: every entry must be >= 1")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 class TrainConfig(_Section):
@@ -163,6 +207,37 @@ class TrainConfig(_Section):
         None,
         description="Validation metric that picks the best checkpoint and the best trial. "
         "Default: log_loss for classification, rmse for regression.",
+    )
+    lr_schedule: Literal["constant", "cosine", "onecycle"] = Field(
+        "constant", description="Learning-rate schedule over all optimizer steps."
+    )
+    warmup_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of optimizer steps spent warming the rate up linearly."
+    )
+    grad_clip_norm: float | None = Field(
+        None, gt=0, description="Clip the global gradient norm to this value (unset: no clipping)."
+    )
+    grad_accum_steps: int = Field(
+        1, ge=1, description="Micro-batches per optimizer step (DDP skips the gradient sync on all but the last)."
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="'auto' = bf16 autocast on GPU, fp32 on CPU; 'bf16' on CPU also runs fp32."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without a better validation metric."
+    )
+    deterministic: bool = Field(
+        True,
+        description="Feed each worker the same rows in the same order on every run (Ray Data "
+        "preserve_order), so a rerun on CPU repeats its metrics; false trades that for throughput.",
+    )
+    keep_checkpoints: int = Field(
+        1, ge=1, description="Best checkpoints kept, ranked by the validation metric."
+    )
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict,
+        description="Extra Ray resources each worker reserves (e.g. {memory: 4e9}), added to "
+        "cpus_per_worker and one GPU when use_gpu.",
     )
     cache_mb: float = Field(
         512,

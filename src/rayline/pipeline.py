@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rayline.config import PipelineConfig
+from rayline.errors import ConfigError
 from rayline.data import features, ingest, stage, validate
 from rayline.gate import GateDecision, decide
 from rayline.lineage import git_info, package_versions
@@ -145,6 +146,7 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
     )
 
     with stages("setup") as t:
+        _claim_run_dir(local_dir, result.config_hash, run_name)
         resources = init_ray(cfg.runtime)
         local_ray = not (cfg.runtime.address or os.environ.get("RAY_ADDRESS"))
         try:
@@ -218,7 +220,13 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
         if cfg.tune.enabled:
             with stages("tune") as t:
                 best, trials = tune_mod.run_tune(
-                    cfg, prep, report.staged_path, f"{run_dir}/tune", "tune", resources.get("CPU", 1)
+                    cfg,
+                    prep,
+                    report.staged_path,
+                    f"{run_dir}/tune",
+                    "tune",
+                    resources.get("CPU", 1),
+                    report.splits["train"],
                 )
                 registry.log_trials(trials, run_id)
                 failed = sum(1 for tr in trials if tr.error)
@@ -228,7 +236,9 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
                 )
         else:
             with stages("train") as t:
-                best = trainer.fit(cfg, prep, report.staged_path, f"{run_dir}/train", "train")
+                best = trainer.fit(
+                    cfg, prep, report.staged_path, f"{run_dir}/train", "train", report.splits["train"]
+                )
                 t.summary = f"best epoch {best.metrics.get('epoch')}: val_{cfg.metric}={best.metrics.get('val_metric', float('nan')):.4f}"
         registry.log_history(best.history)
         if cfg.tune.enabled:
@@ -321,6 +331,25 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
         _write_json(local_dir / "pipeline_result.json", result.to_dict())
         registry.log_json(result.to_dict(), "reports/pipeline_result.json")
     return result
+
+
+def _claim_run_dir(local_dir: Path, config_hash: str, run_name: str) -> None:
+    """Mark the run directory with the config hash; refuse to resume a run under another config.
+
+    Rerunning with the same ``runtime.run_name`` resumes: staged data is reused and Ray
+    Train restores its latest checkpoint. That is only sound for the same config.
+    """
+    marker = local_dir / "config_hash"
+    if marker.exists() and marker.read_text().strip() != config_hash:
+        raise ConfigError(
+            [
+                f"runtime.run_name: run '{run_name}' already exists at {local_dir} with a "
+                "different config, and a run resumes only under the config it started with; "
+                "choose a new runtime.run_name (or leave it unset for a timestamped one)"
+            ]
+        )
+    local_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(config_hash)
 
 
 def _all_ok(staged_path: str):

@@ -94,6 +94,7 @@ def run_tune(
     storage_path: str,
     name: str,
     cluster_cpus: float,
+    train_rows: int,
 ) -> tuple[TrainResult, list[TrialSummary]]:
     """Run the search; return the best trial's best checkpoint and every trial's summary.
 
@@ -104,7 +105,9 @@ def run_tune(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     mode = cfg.metric_mode
-    base = loop_config(cfg.model.model_dump(), cfg.train.model_dump(), prep, cfg.metric)
+    base = loop_config(
+        cfg.model.model_dump(), cfg.train.model_dump(), prep, cfg.metric, mode, train_rows
+    )
     scheduler = (
         ASHAScheduler(
             time_attr="training_iteration",

@@ -10,6 +10,8 @@ lazily from here; a retried run can reuse it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -82,6 +84,34 @@ def _partition_counts(fs: pafs.FileSystem, root: str) -> dict[str, int]:
     return counts
 
 
+MARKER = "_rayline_stage.json"
+
+
+def _contract_hash(cfg: PipelineConfig) -> str:
+    """Hash of what decides staged content besides the input: the schema and the split."""
+    blob = json.dumps(
+        {"schema": cfg.schema_.model_dump(mode="json"), "split": cfg.data.split.model_dump(mode="json")},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _reusable_counts(fs: pafs.FileSystem, root: str, fingerprint: str, contract: str) -> dict[str, int] | None:
+    """Partition counts of a complete earlier staging of the same data and contract, else None.
+
+    The marker is written only after every partition was written and counted, so a run that
+    died mid-write leaves no marker and is staged again.
+    """
+    try:
+        with fs.open_input_stream(f"{root}/{MARKER}") as f:
+            marker = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if marker.get("fingerprint") != fingerprint or marker.get("contract") != contract:
+        return None
+    return {k: int(v) for k, v in marker["counts"].items()}
+
+
 def split_path(staged_path: str, split: str) -> str:
     """Directory of one split inside the staged dataset."""
     return f"{staged_path}/{SPLIT_COL}={split}"
@@ -112,15 +142,26 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
             ``schema.max_bad_fraction`` (the quarantine is still written, for inspection).
     """
     columns = cfg.schema_.columns
-    string_cols = list(columns) if sources.format == "csv" else None
-    ds = read_dataset(sources, string_columns=string_cols)
-    ds = ds.map_batches(_StageBatch(cfg), batch_format="pandas")
     staged = f"{out_dir}/staged"
     fs, inner = pafs.FileSystem.from_uri(staged if "://" in staged else os.path.abspath(staged))
-    fs.create_dir(inner, recursive=True)
-    ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
+    contract = _contract_hash(cfg)
+    counts = _reusable_counts(fs, inner, fingerprint, contract)
+    if counts is not None:
+        log.info("reusing staged data at %s (same input fingerprint and contract)", staged)
+    else:
+        # Anything already there is a half-written or stale attempt: Ray Data appends, so
+        # writing over it would count rows twice.
+        if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+            fs.delete_dir(inner)
+        fs.create_dir(inner, recursive=True)
+        string_cols = list(columns) if sources.format == "csv" else None
+        ds = read_dataset(sources, string_columns=string_cols)
+        ds = ds.map_batches(_StageBatch(cfg), batch_format="pandas")
+        ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
+        counts = _partition_counts(fs, inner)
+        with fs.open_output_stream(f"{inner}/{MARKER}") as f:
+            f.write(json.dumps({"fingerprint": fingerprint, "contract": contract, "counts": counts}).encode())
 
-    counts = _partition_counts(fs, inner)
     rows_q = counts[QUARANTINE]
     rows_ok = sum(counts[s] for s in SPLITS)
     rows_in = rows_ok + rows_q

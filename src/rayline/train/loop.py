@@ -7,9 +7,14 @@ MLflow: the trainer module wires reports to them.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import tempfile
+import time
+import uuid
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -20,9 +25,11 @@ from torch import nn
 from rayline.data.features import FittedPreprocessor
 from rayline.metrics import compute_metrics
 from rayline.train.models import build_model
+from rayline.train.schedules import lr_factor
 
 WEIGHTS_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
+COMPLETE_FILE = "COMPLETE"
 
 
 def seed_everything(seed: int) -> None:
@@ -30,6 +37,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as tensors/ints (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    random.setstate(_tuplify(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
 
 
 def _make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -108,7 +137,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Train one DDP rank. ``config`` carries plain data only (it crosses process boundaries).
 
     Keys: ``model`` (ModelConfig as a dict), ``train`` (TrainConfig as a dict), ``prep``
-    (the fitted preprocessor as JSON) and ``metric`` (the validation metric name).
+    (the fitted preprocessor as JSON), ``metric`` and ``mode`` (the validation metric and
+    its direction), ``train_rows`` (rows in the train split, to size LR schedules) and
+    optionally ``ledger_dir`` (where each rank records the steps it trained).
     """
     import ray.train
     import ray.train.torch
@@ -116,8 +147,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tcfg = config["train"]
     prep = FittedPreprocessor.from_json(config["prep"])
     ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    seed_everything(int(tcfg["seed"]))
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seed = int(tcfg["seed"])
+    seed_everything(seed)
     # Ray gives each worker OMP_NUM_THREADS = its CPUs; keep torch within that share so
     # that workers on one node do not fight over cores.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
@@ -126,62 +158,164 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     optimizer = _make_optimizer(tcfg["optimizer"], model.parameters(), tcfg["lr"], tcfg["weight_decay"])
+    accum = int(tcfg.get("grad_accum_steps", 1))
+    batch_size = int(tcfg["batch_size"])
+    epochs = int(tcfg["epochs"])
+    rows_per_rank = math.ceil(int(config.get("train_rows") or 0) / world)
+    steps_per_epoch = max(1, math.ceil(math.ceil(rows_per_rank / batch_size) / accum))
+    total_steps = epochs * steps_per_epoch
+    schedule, warmup = tcfg.get("lr_schedule", "constant"), float(tcfg.get("warmup_fraction", 0.0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, schedule, warmup)
+    )
+    use_bf16 = device.type == "cuda" and tcfg.get("precision", "auto") in ("auto", "bf16")
     loss_fn = nn.CrossEntropyLoss() if prep.task == "classification" else nn.MSELoss()
+    metric, mode = config["metric"], config.get("mode", "min")
+    sign = 1.0 if mode == "max" else -1.0
+    patience = tcfg.get("early_stopping_patience")
+    clip = tcfg.get("grad_clip_norm")
 
-    start_epoch = 0
+    start_epoch, global_step = 0, 0
+    best_score, stale_epochs = -math.inf, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        # A restarted worker group resumes from the last reported checkpoint.
+        # A restarted worker group resumes exactly where the last checkpoint left off.
         with checkpoint.as_directory() as d:
+            if not os.path.exists(os.path.join(d, COMPLETE_FILE)):
+                raise RuntimeError(f"checkpoint {checkpoint.path} is incomplete (no {COMPLETE_FILE})")
             _unwrap(model).load_state_dict(torch.load(os.path.join(d, WEIGHTS_FILE), weights_only=True))
             state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"]) + 1
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, global_step = int(state["epoch"]) + 1, int(state["global_step"])
+        best_score, stale_epochs = float(state["best_score"]), int(state["stale_epochs"])
+        set_rng_state(state["rng"])
 
-    batch_size = int(tcfg["batch_size"])
-    seed = int(tcfg["seed"])
-    max_bytes = int(tcfg["cache_mb"] * 2**20)
+    ledger = _Ledger(config.get("ledger_dir"), rank, global_step)
     train_data = ShardCache(
-        ray.train.get_dataset_shard("train"), batch_size, max_bytes, device, seed, shuffle=True
+        ray.train.get_dataset_shard("train"), batch_size, int(tcfg["cache_mb"] * 2**20), device, seed, shuffle=True
     )
     val_data = ShardCache(
-        ray.train.get_dataset_shard("val"), batch_size, max_bytes, device, seed, shuffle=False
+        ray.train.get_dataset_shard("val"), batch_size, int(tcfg["cache_mb"] * 2**20), device, seed, shuffle=False
     )
-    metric = config["metric"]
 
-    for epoch in range(start_epoch, int(tcfg["epochs"])):
+    for epoch in range(start_epoch, epochs):
         model.train()
         loss_sum = torch.zeros(2, dtype=torch.float64)
+        started = time.perf_counter()
+        micro = 0
+        optimizer.zero_grad(set_to_none=True)
         for batch in train_data.epoch(epoch):
             x, y = batch["x"], batch["y"]
-            out = model(x)
-            loss = loss_fn(out.squeeze(-1) if prep.task == "regression" else out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            micro += 1
+            last_micro = micro % accum == 0
+            # Gradients are all-reduced only on the micro-step that steps the optimizer;
+            # syncing every micro-batch would multiply the communication by `accum`.
+            sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
+            with sync, torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = model(x)
+                loss = loss_fn(out.squeeze(-1).float() if prep.task == "regression" else out.float(), y)
+                (loss / accum).backward()
             loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+            if last_micro:
+                _step(model, optimizer, scheduler, clip)
+                global_step += 1
+                ledger.record(epoch, global_step)
+        if micro % accum:
+            # Leftover micro-batches at the end of the epoch still make one (smaller) step;
+            # their gradients were not synced yet, so sync them by a plain all-reduce.
+            _sync_grads(model)
+            _step(model, optimizer, scheduler, clip)
+            global_step += 1
+            ledger.record(epoch, global_step)
+        elapsed = time.perf_counter() - started
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(loss_sum)
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
+            "global_step": global_step,
             "train_loss": float(loss_sum[0] / max(loss_sum[1], 1)),
             "train_rows": int(loss_sum[1]),
+            "samples_per_s": float(loss_sum[1] / elapsed) if elapsed > 0 else 0.0,
+            "lr": float(optimizer.param_groups[0]["lr"]),
         }
         # Validation runs on rank 0 over the whole (unsplit) val split; the numbers are then
-        # broadcast so that every rank reports the same dict.
+        # broadcast so that every rank reports the same dict and takes the same decisions.
         val = [_evaluate(model, val_data.epoch(epoch), prep) if rank == 0 else None]
         if dist.is_available() and dist.is_initialized():
             dist.broadcast_object_list(val, src=0)
         metrics.update({f"val_{k}": v for k, v in (val[0] or {}).items()})
         metrics["val_metric"] = metrics.get(f"val_{metric}", float("nan"))
+        score = sign * metrics["val_metric"]
+        if score > best_score:
+            best_score, stale_epochs = score, 0
+        else:
+            stale_epochs += 1
+        stop = patience is not None and stale_epochs >= int(patience)
+        metrics["early_stopped"] = bool(stop)
 
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
                 torch.save(_unwrap(model).state_dict(), os.path.join(tmp, WEIGHTS_FILE))
-                torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch}, os.path.join(tmp, STATE_FILE))
+                torch.save(
+                    {
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "epoch": epoch,
+                        "global_step": global_step,
+                        "best_score": best_score,
+                        "stale_epochs": stale_epochs,
+                        "rng": rng_state(),
+                    },
+                    os.path.join(tmp, STATE_FILE),
+                )
+                # Written last: a checkpoint without it was cut off mid-write.
+                with open(os.path.join(tmp, COMPLETE_FILE), "w") as f:
+                    json.dump({"epoch": epoch, "global_step": global_step}, f)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+        if stop:
+            break
+
+
+def _step(model: nn.Module, optimizer, scheduler, clip: float | None) -> None:
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _sync_grads(model: nn.Module) -> None:
+    if not (dist.is_available() and dist.is_initialized()) or not hasattr(model, "no_sync"):
+        return
+    world = dist.get_world_size()
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+class _Ledger:
+    """Each rank appends the global steps it trained to ``rank-<r>.jsonl``, tagged by attempt.
+
+    After a failure and restore, the ledger shows which steps the final attempt retrained:
+    every step after the restored checkpoint, exactly once.
+    """
+
+    def __init__(self, directory: str | None, rank: int, start_step: int):
+        self.path = None
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+            self.path = os.path.join(directory, f"rank-{rank}.jsonl")
+        self.attempt = uuid.uuid4().hex[:12]
+        self.start_step = start_step
+
+    def record(self, epoch: int, step: int) -> None:
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"attempt": self.attempt, "restored_at": self.start_step, "epoch": epoch, "step": step, "pid": os.getpid()}) + "\n")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

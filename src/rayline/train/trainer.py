@@ -40,9 +40,25 @@ def build_datasets(staged_path: str, prep: FittedPreprocessor) -> dict[str, Any]
     }
 
 
-def loop_config(model: dict[str, Any], train: dict[str, Any], prep: FittedPreprocessor, metric: str) -> dict[str, Any]:
+def loop_config(
+    model: dict[str, Any],
+    train: dict[str, Any],
+    prep: FittedPreprocessor,
+    metric: str,
+    mode: str,
+    train_rows: int,
+    ledger_dir: str | None = None,
+) -> dict[str, Any]:
     """The plain-data config that :func:`train_loop_per_worker` receives."""
-    return {"model": model, "train": train, "prep": prep.to_json(), "metric": metric}
+    return {
+        "model": model,
+        "train": train,
+        "prep": prep.to_json(),
+        "metric": metric,
+        "mode": mode,
+        "train_rows": train_rows,
+        "ledger_dir": ledger_dir,
+    }
 
 
 def make_trainer(
@@ -56,26 +72,35 @@ def make_trainer(
 ):
     """A ``TorchTrainer`` for one training run; ``loop_cfg`` as from :func:`loop_config`."""
     import ray.train
+    from ray.data import ExecutionOptions
     from ray.train.torch import TorchConfig, TorchTrainer
 
     tcfg = loop_cfg["train"]
+    resources = {"CPU": tcfg["cpus_per_worker"], **tcfg.get("resources_per_worker", {})}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
         scaling_config=ray.train.ScalingConfig(
             num_workers=tcfg["num_workers"],
             use_gpu=tcfg["use_gpu"],
-            resources_per_worker={"CPU": tcfg["cpus_per_worker"]},
+            resources_per_worker=resources,
         ),
         torch_config=TorchConfig(backend="nccl" if tcfg["use_gpu"] else "gloo"),
         # Only the train split is sharded across ranks; rank 0 scores the whole val split.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        # preserve_order makes the streaming split hand each rank the same blocks in the same
+        # order on every run, which is what makes a CPU rerun repeat its metrics.
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=["train"],
+            execution_options=ExecutionOptions(preserve_order=bool(tcfg.get("deterministic", True))),
+        ),
         datasets=datasets,
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=SCORE_KEY, checkpoint_score_order=mode
+                num_to_keep=tcfg.get("keep_checkpoints", 1),
+                checkpoint_score_attribute=SCORE_KEY,
+                checkpoint_score_order=mode,
             ),
             failure_config=ray.train.FailureConfig(max_failures=tcfg["max_failures"]),
             callbacks=callbacks,
@@ -83,14 +108,27 @@ def make_trainer(
     )
 
 
-def fit(cfg: PipelineConfig, prep: FittedPreprocessor, staged_path: str, storage_path: str, name: str) -> TrainResult:
+def fit(
+    cfg: PipelineConfig,
+    prep: FittedPreprocessor,
+    staged_path: str,
+    storage_path: str,
+    name: str,
+    train_rows: int,
+) -> TrainResult:
     """Train once with the config's hyperparameters; return the best epoch's checkpoint.
 
     Raises:
         TrainingError: the workers failed more often than ``train.max_failures`` allows.
     """
     loop_cfg = loop_config(
-        cfg.model.model_dump(), cfg.train.model_dump(), prep, cfg.metric
+        cfg.model.model_dump(),
+        cfg.train.model_dump(),
+        prep,
+        cfg.metric,
+        cfg.metric_mode,
+        train_rows,
+        ledger_dir=f"{storage_path}/{name}/ledger" if "://" not in storage_path else None,
     )
     trainer = make_trainer(
         loop_cfg,
