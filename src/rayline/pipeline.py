@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from rayline.config import PipelineConfig
-from rayline.errors import ConfigError
 from rayline.data import features, ingest, stage, validate
+from rayline.errors import ConfigError
 from rayline.gate import GateDecision, decide
 from rayline.lineage import git_info, package_versions
 from rayline.runtime import check_training_fits, init_ray, resolve_storage
