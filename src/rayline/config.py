@@ -159,7 +159,7 @@ class ModelConfig(_Section):
         None,
         min_length=3,
         max_length=3,
-        description="cnn (required): [C, H, W] of each image; C*H*W must equal the number of "
+        description="cnn (required): [C, H, W] of each image; C x H x W must equal the number of "
         "feature columns, which arrive flat and are reshaped.",
     )
     conv_channels: list[int] = Field(
@@ -489,6 +489,12 @@ class PipelineConfig(_Section):
             problems.append(
                 f"data.target: '{self.data.target}' is not declared in schema.columns "
                 f"(declared: {declared}); add it to the schema or fix the name"
+            )
+        elif cols[self.data.target].nullable:
+            problems.append(
+                f"schema.columns.{self.data.target}.nullable: the target cannot be nullable (a "
+                "row without a label cannot train or be scored); set nullable: false so such "
+                "rows go to quarantine"
             )
         elif self.model.task == "regression" and cols[self.data.target].type not in ("float", "int"):
             problems.append(

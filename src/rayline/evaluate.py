@@ -8,9 +8,9 @@ The test rows are read raw and scored with :class:`rayline.inference.Predictor` 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,11 +46,15 @@ class EvalReport:
 class _ScoreWithCheckpoint:
     """``map_batches`` actor: raw test rows -> true labels and model output."""
 
-    def __init__(self, prep_json: str, model_spec: dict[str, Any], weights: str):
+    def __init__(self, prep_json: str, model_spec: dict[str, Any], weights: bytes):
+        import io
+
         import torch
 
         prep = FittedPreprocessor.from_json(prep_json)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        # The weights travel as bytes through the object store: the actor may run on a node
+        # that cannot see the driver's disk.
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
         self.predictor = Predictor(prep, model_spec, state)
 
     def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -89,13 +93,13 @@ def _collect(ds) -> tuple[np.ndarray, np.ndarray]:
 def score_checkpoint(
     staged_path: str, prep: FittedPreprocessor, model_spec: dict[str, Any], checkpoint_dir: str, batch_size: int
 ) -> tuple[int, dict[str, float]]:
-    """Test-split row count and metrics of the network in ``checkpoint_dir``."""
+    """Test-split row count and metrics of the network in the local ``checkpoint_dir``."""
     ds = read_split(staged_path, "test").map_batches(
         _ScoreWithCheckpoint,
         fn_constructor_kwargs={
             "prep_json": prep.to_json(),
             "model_spec": model_spec,
-            "weights": os.path.join(checkpoint_dir, WEIGHTS_FILE),
+            "weights": Path(checkpoint_dir, WEIGHTS_FILE).read_bytes(),
         },
         batch_format="pandas",
         batch_size=batch_size,

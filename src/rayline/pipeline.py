@@ -8,9 +8,12 @@ checkpoints and the JSON reports, and the same reports go to MLflow as artifacts
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +26,7 @@ from typing import Any
 
 from rayline.config import PipelineConfig
 from rayline.data import features, ingest, stage, validate
-from rayline.errors import ConfigError
+from rayline.errors import ConfigError, DataValidationError
 from rayline.gate import GateDecision, decide
 from rayline.lineage import git_info, package_versions
 from rayline.runtime import check_training_fits, init_ray, resolve_storage
@@ -179,7 +182,12 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
         registry.log_params(flatten(cfg.to_dict()))
         registry.log_json(cfg.to_dict(), "config/resolved_config.json")
 
-        report = ingest_and_validate(cfg, run_dir, stages)
+        try:
+            report = ingest_and_validate(cfg, run_dir, stages)
+        except DataValidationError as exc:
+            if getattr(exc, "report", None) is not None:
+                registry.log_json(exc.report.to_dict(), "reports/data_report.json")
+            raise
         result.data_report = report.to_dict()
         lineage["data_fingerprint"] = report.fingerprint
         lineage["data_files"] = report.files
@@ -245,6 +253,12 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
             # The winning trial's sampled values, beside the config's starting point.
             chosen = flatten(best.params)
             registry.log_params({f"best.{k}": chosen[k] for k in cfg.tune.search_space})
+        shutil.rmtree(local_dir / "best_checkpoint", ignore_errors=True)
+        best_dir = trainer.fetch_checkpoint(
+            best.checkpoint_path,
+            f"{run_dir}/tune" if cfg.tune.enabled else f"{run_dir}/train",
+            str(local_dir / "best_checkpoint"),
+        )
         result.train = {
             "checkpoint_path": best.checkpoint_path,
             "metrics": best.metrics,
@@ -254,17 +268,21 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
 
         with stages("evaluate") as t:
             rows, metrics = evaluate_mod.score_checkpoint(
-                report.staged_path, prep, best.params["model"], best.checkpoint_path, cfg.evaluate.batch_size
+                report.staged_path, prep, best.params["model"], best_dir, cfg.evaluate.batch_size
             )
             eval_report = evaluate_mod.EvalReport(rows=rows, metrics=metrics)
             champion = registry.champion(cfg.model_name)
             if champion:
                 eval_report.champion_uri = champion[1]
                 loader = partial(load_pyfunc, tracking_uri=registry.tracking_uri)
-                eval_report.champion_metrics = evaluate_mod.score_model_uri(
-                    report.staged_path, prep, loader, champion[1], cfg.evaluate.batch_size
-                )
                 eval_report.extra["champion_version"] = champion[0]
+                try:
+                    eval_report.champion_metrics = evaluate_mod.score_model_uri(
+                        report.staged_path, prep, loader, champion[1], cfg.evaluate.batch_size
+                    )
+                except Exception as exc:  # e.g. the champion reads columns this data lacks
+                    eval_report.extra["champion_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+                    log.warning("the champion could not be scored: %s", exc)
             if cfg.evaluate.baseline:
                 eval_report.baseline = evaluate_mod.baseline_metrics(report.staged_path, prep)
             registry.log_metrics(metrics, prefix="test.")
@@ -280,6 +298,18 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
             decision: GateDecision = decide(
                 metrics, eval_report.champion_metrics, cfg.gate, cfg.compare_metric
             )
+            if "champion_error" in eval_report.extra:
+                # Without a comparison on the same split the challenger has not proven itself.
+                decision = dataclasses.replace(
+                    decision,
+                    passed=False,
+                    reasons=[
+                        *decision.reasons,
+                        f"champion {champion[1]} could not be scored on this test split "
+                        f"({eval_report.extra['champion_error'][:200]}): FAIL; promote by hand "
+                        "if the change of inputs is intended",
+                    ],
+                )
             result.gate = decision.to_dict()
             registry.log_json(decision.to_dict(), "reports/gate_decision.json")
             mlflow_tags = {"rayline.gate": "passed" if decision.passed else "rejected"}
@@ -296,13 +326,13 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
             from rayline.inference import Predictor
 
             state = torch.load(
-                os.path.join(best.checkpoint_path, "model.pt"), map_location="cpu", weights_only=True
+                os.path.join(best_dir, "model.pt"), map_location="cpu", weights_only=True
             )
             predictor = Predictor(prep, best.params["model"], state)
             model_uri = registry.log_model(
                 prep.to_json(),
                 best.params["model"],
-                os.path.join(best.checkpoint_path, "model.pt"),
+                os.path.join(best_dir, "model.pt"),
                 example,
                 predictor.predict_frame(example),
             )
@@ -362,6 +392,11 @@ def _input_example(staged_path: str, prep: features.FittedPreprocessor, rows: in
     batch = stage.read_split(staged_path, "test", columns=prep.input_columns).take_batch(
         rows, batch_format="pandas"
     )
+    # Integer inputs are declared as doubles in the signature: pandas holds an int column
+    # with a missing value as float64, which an int64 signature would refuse at serving.
+    for col, kind in prep.input_types.items():
+        if kind == "int" and col in batch.columns:
+            batch[col] = batch[col].astype("float64")
     return batch.reset_index(drop=True)
 
 
@@ -423,6 +458,11 @@ def format_summary(result: PipelineResult, alias: str = "champion") -> str:
             lines.append("champion:   none (no version has passed the gate yet)")
     if result.tracking_uri:
         lines += ["", "view runs and models in the MLflow UI:"]
-        lines.append(f"  mlflow ui --backend-store-uri {result.tracking_uri}" if not result.tracking_uri.startswith("http") else f"  open {result.tracking_uri}")
+        mlflow_bin = Path(sys.executable).parent / "mlflow"
+        lines.append(
+            f"  {mlflow_bin} ui --backend-store-uri {result.tracking_uri}"
+            if not result.tracking_uri.startswith("http")
+            else f"  open {result.tracking_uri}"
+        )
     lines.append(f"run directory: {result.run_dir}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,8 +134,8 @@ class Registry:
         mlflow.end_run(status="FINISHED")
 
     def log_params(self, params: dict[str, Any]) -> None:
-        """Log flat params (long values are cut to MLflow's limit)."""
-        items = {k: _param_text(v) for k, v in params.items()}
+        """Log flat params (keys made MLflow-safe, long values cut to MLflow's limit)."""
+        items = {_safe_key(k): _param_text(v) for k, v in params.items()}
         keys = list(items)
         for i in range(0, len(keys), 100):  # MLflow takes at most 100 params per batch
             mlflow.log_params({k: items[k] for k in keys[i : i + 100]})
@@ -243,10 +244,13 @@ class Registry:
         """``(version, uri)`` of the model holding the configured alias, or None."""
         try:
             mv = self.client.get_model_version_by_alias(name, self.cfg.alias)
-        except RestException:
-            return None
         except MlflowException as exc:
-            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            # Only "no such model/alias" means there is no champion. Any other failure must
+            # not read as "no champion": the gate would then promote on thresholds alone.
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+                not isinstance(exc, RestException)
+                and ("not found" in str(exc).lower() or "does not exist" in str(exc).lower())
+            ):
                 return None
             raise RegistryError(f"cannot look up {name}@{self.cfg.alias}: {_short(exc)}") from None
         return str(mv.version), f"models:/{name}@{self.cfg.alias}"
@@ -254,6 +258,11 @@ class Registry:
     def promote(self, name: str, version: str) -> None:
         """Point the alias at ``version``."""
         self.client.set_registered_model_alias(name, self.cfg.alias, version)
+
+
+def _safe_key(key: str) -> str:
+    """MLflow names allow letters, digits and ``_-. /``; column names in keys may not."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)[:250]
 
 
 def _param_text(v: Any) -> str:

@@ -103,6 +103,7 @@ def run_tune(
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     mode = cfg.metric_mode
     base = loop_config(
@@ -131,6 +132,8 @@ def run_tune(
             num_samples=cfg.tune.num_samples,
             scheduler=scheduler,
             max_concurrent_trials=concurrency,
+            # A seeded sampler draws the same trials on a rerun of the same config.
+            search_alg=BasicVariantGenerator(random_state=cfg.train.seed),
         ),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
     )
@@ -145,7 +148,8 @@ def run_tune(
         df = result.metrics_dataframe
         history = df.to_dict("records") if df is not None else []
         scored = [h for h in history if _finite(h.get(SCORE_KEY)) and h.get("checkpoint_path")]
-        top = max(scored, key=lambda h: sign * h[SCORE_KEY]) if scored else {}
+        # On a tie Ray's checkpoint manager keeps the later checkpoint, so prefer it too.
+        top = max(scored, key=lambda h: (sign * h[SCORE_KEY], h.get("epoch", 0))) if scored else {}
         sampled = {s: dict(result.config.get(s, {})) for s in ("train", "model")}
         summaries.append(
             TrialSummary(

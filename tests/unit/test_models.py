@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from rayline.config import ModelConfig, validate_config
-from rayline.errors import ConfigError
 from rayline.data.features import FittedPreprocessor
+from rayline.errors import ConfigError
 from rayline.train.models import build_model, default_embedding_dim
 
 

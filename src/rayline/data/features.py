@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rayline.errors import DataValidationError
+
 FORMAT_VERSION = 1
 
 
@@ -215,7 +217,7 @@ def fit_preprocessor(
         )
     stats = train_ds.aggregate(*aggs)
     if not stats or not stats.get("count()"):
-        raise ValueError("the train split is empty; add data or change data.split fractions")
+        raise DataValidationError("the train split is empty; add data or change data.split fractions")
 
     num_state = []
     for c in numeric:
@@ -248,8 +250,9 @@ def fit_preprocessor(
                 {_key(_json_value(v)) for v in counts["values"] if v is not None}, key=_sort_key
             )
         if len(classes) < 2:
-            raise ValueError(
-                f"classification needs at least 2 classes in '{target}', found {classes}"
+            raise DataValidationError(
+                f"classification needs at least 2 classes in '{target}', found {classes}; "
+                "check data.target and the data"
             )
     t_mean, t_std = 0.0, 1.0
     if task == "regression":

@@ -188,21 +188,32 @@ def fingerprint(sources: SourceFiles) -> str:
     return h.hexdigest()
 
 
-def read_dataset(sources: SourceFiles, string_columns: list[str] | None = None):
+def read_dataset(
+    sources: SourceFiles,
+    string_columns: list[str] | None = None,
+    columns: list[str] | None = None,
+):
     """A lazy Ray Dataset over the source files.
 
     CSV columns named in ``string_columns`` are read as strings so that a malformed value
-    becomes a quarantined row during validation instead of failing the whole read.
+    becomes a quarantined row during validation instead of failing the whole read. Only
+    ``string_columns`` or ``columns`` are read when given (projection pushdown).
     """
     import ray.data
 
     if sources.format == "parquet":
-        return ray.data.read_parquet(sources.files, filesystem=sources.filesystem)
+        return ray.data.read_parquet(
+            sources.files, filesystem=sources.filesystem, columns=string_columns or columns
+        )
     import pyarrow.csv as pacsv
 
+    # Only the declared columns are read: an undeclared column with messy values must not
+    # fail the read of columns the contract cares about.
+    keep = string_columns or columns
     convert = pacsv.ConvertOptions(
         column_types={c: pa.string() for c in string_columns or []},
         strings_can_be_null=True,
+        include_columns=keep or [],
     )
     return ray.data.read_csv(
         sources.files, filesystem=sources.filesystem, convert_options=convert

@@ -155,7 +155,7 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
             fs.delete_dir(inner)
         fs.create_dir(inner, recursive=True)
         string_cols = list(columns) if sources.format == "csv" else None
-        ds = read_dataset(sources, string_columns=string_cols)
+        ds = read_dataset(sources, string_columns=string_cols, columns=list(columns))
         ds = ds.map_batches(_StageBatch(cfg), batch_format="pandas")
         ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
         counts = _partition_counts(fs, inner)
@@ -198,10 +198,12 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
         raise DataValidationError(f"the input files hold no rows: {', '.join(sources.uris)}")
     if bad_fraction > cfg.schema_.max_bad_fraction:
         reasons = "\n".join(f"  - {t['rows']} row(s): {t['reason']}" for t in top[:5])
-        raise DataValidationError(
+        exc = DataValidationError(
             f"{rows_q} of {rows_in} rows ({100 * bad_fraction:.2f}%) break the schema, more than "
             f"schema.max_bad_fraction={cfg.schema_.max_bad_fraction:g}. Most common reasons:\n"
             f"{reasons}\nThe bad rows are in {report.quarantine_path}; fix the data or the "
             "schema, or raise schema.max_bad_fraction."
         )
+        exc.report = report  # the caller logs what was found before failing
+        raise exc
     return report

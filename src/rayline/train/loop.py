@@ -254,6 +254,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         stop = patience is not None and stale_epochs >= int(patience)
         metrics["early_stopped"] = bool(stop)
 
+        if rank == 0 and config.get("history_dir"):
+            write_history_row(config["history_dir"], metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -277,6 +279,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:
             break
+
+
+def _fs(uri: str):
+    import pyarrow.fs as pafs
+
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def write_history_row(directory: str, metrics: dict[str, Any]) -> None:
+    """Record one epoch's metrics as ``epoch-NNNNN.json`` under ``directory`` (local or URI).
+
+    One file per epoch, overwritten when a restarted attempt reports the epoch again, so
+    the history has every epoch exactly once however often workers restarted.
+    """
+    fs, root = _fs(directory)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/epoch-{int(metrics['epoch']):05d}.json") as f:
+        f.write(json.dumps(metrics).encode())
+
+
+def read_history(directory: str) -> list[dict[str, Any]]:
+    """Every epoch's metrics written by :func:`write_history_row`, in epoch order."""
+    import pyarrow.fs as pafs
+
+    fs, root = _fs(directory)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    rows = []
+    for info in sorted(infos, key=lambda i: i.path):
+        if info.type == pafs.FileType.File and info.base_name.startswith("epoch-"):
+            with fs.open_input_stream(info.path) as f:
+                rows.append(json.loads(f.read()))
+    return rows
 
 
 def _step(model: nn.Module, optimizer, scheduler, clip: float | None) -> None:

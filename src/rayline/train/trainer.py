@@ -10,7 +10,7 @@ from rayline.config import PipelineConfig
 from rayline.data.features import BatchTransform, FittedPreprocessor
 from rayline.data.stage import read_split
 from rayline.errors import TrainingError
-from rayline.train.loop import train_loop_per_worker
+from rayline.train.loop import read_history, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def loop_config(
     mode: str,
     train_rows: int,
     ledger_dir: str | None = None,
+    history_dir: str | None = None,
 ) -> dict[str, Any]:
     """The plain-data config that :func:`train_loop_per_worker` receives."""
     return {
@@ -58,6 +59,7 @@ def loop_config(
         "mode": mode,
         "train_rows": train_rows,
         "ledger_dir": ledger_dir,
+        "history_dir": history_dir,
     }
 
 
@@ -129,6 +131,7 @@ def fit(
         cfg.metric_mode,
         train_rows,
         ledger_dir=f"{storage_path}/{name}/ledger" if "://" not in storage_path else None,
+        history_dir=f"{storage_path}/{name}/history",
     )
     trainer = make_trainer(
         loop_cfg,
@@ -140,11 +143,12 @@ def fit(
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors in its own types
-        raise TrainingError(f"training failed: {exc}") from exc
+        raise TrainingError(f"training failed: {_first_line(exc)}") from exc
     best = result.get_best_checkpoint(metric=SCORE_KEY, mode=cfg.metric_mode)
     if best is None:
         raise TrainingError("training finished without a checkpoint; check train.epochs")
-    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    # Ray keeps only the retained checkpoints' metrics; the per-epoch files have them all.
+    history = read_history(loop_cfg["history_dir"])
     best_metrics = next(
         (m for ckpt, m in result.best_checkpoints if ckpt.path == best.path), result.metrics
     )
@@ -154,3 +158,24 @@ def fit(
         params={"model": cfg.model.model_dump(), "train": cfg.train.model_dump()},
         history=history,
     )
+
+
+def _first_line(exc: Exception) -> str:
+    """The message of a (Ray-wrapped) worker error without the worker's traceback."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    keep = [line for line in lines if not line.startswith((" ", "Traceback", "[Rank"))]
+    return (keep[-1] if keep else (lines[0] if lines else type(exc).__name__))[:500]
+
+
+def fetch_checkpoint(path: str, storage_path: str, dest: str) -> str:
+    """Copy a checkpoint from run storage to a local directory on this machine.
+
+    Ray reports checkpoint paths without their URI scheme, so the filesystem comes from
+    the storage path; on a multi-node cluster the checkpoint may live on another node or
+    in object storage, never on the driver's disk.
+    """
+    import pyarrow.fs as pafs
+    import ray.train
+
+    fs = pafs.FileSystem.from_uri(storage_path)[0] if "://" in storage_path else pafs.LocalFileSystem()
+    return ray.train.Checkpoint(path=path, filesystem=fs).to_directory(dest)
