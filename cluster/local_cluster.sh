@@ -126,18 +126,30 @@ start() {
     echo "warning: only $alive of $want nodes registered; see ray status and /tmp/ray/session_latest/logs" >&2
   fi
 
+  local rayline=rayline
+  [[ -x "$RAY_BIN_DIR/rayline" ]] && rayline="$RAY_BIN_DIR/rayline"
+
   cat <<EOF
 
 Local Ray cluster is up: 1 head + $NUM_WORKERS worker node(s), $alive registered.
   GCS address:  $GCS_ADDRESS     ($RAY status --address $GCS_ADDRESS)
   Dashboard:    $DASHBOARD_URL   (Jobs API for ray job submit)
 
-Submit the pipeline as a Ray job, from the repo root:
+Submit the pipeline as a Ray job, from the repo root ($REPO_ROOT).
+The job runs in a temporary copy of the repo that lacks the gitignored data/ and is not
+kept, so pass absolute paths for the data, the run storage and MLflow; local paths work
+as shared locations here because every node runs on this machine and shares its disk:
+  $rayline demo-data --out "$REPO_ROOT/data/breast_cancer"   # once
   export RAY_ADDRESS=$DASHBOARD_URL$( [[ "$RAY_AUTH_MODE" == token ]] && printf ' RAY_AUTH_MODE=token' )
   $RAY job submit --working-dir . -- \\
-      python jobs/train_pipeline.py --config jobs/configs/demo.yaml train.num_workers=2
+      python jobs/train_pipeline.py --config jobs/configs/demo.yaml train.num_workers=2 \\
+      data.path="$REPO_ROOT/data/breast_cancer" \\
+      runtime.storage_path="$REPO_ROOT/rayline-runs" \\
+      registry.tracking_uri="sqlite:///$REPO_ROOT/rayline-runs/mlflow.db"
+Add runtime.run_name=NAME to resume that run when the same command is submitted again.
 
-Or run the driver here, attached to the cluster (RAY_ADDRESS is then the GCS address):
+Or run the driver here, from the repo root, attached to the cluster (RAY_ADDRESS is then
+the GCS address; the config's relative paths then resolve in the repo):
   RAY_ADDRESS=$GCS_ADDRESS $RAY_BIN_DIR/python jobs/train_pipeline.py --config jobs/configs/demo.yaml
 
 Stop it:

@@ -74,7 +74,7 @@ def test_loop_options_schedule_accumulation_clipping_and_early_stopping(staged):
         epochs=6,
         lr=0.02,
         lr_schedule="cosine",
-        warmup_fraction=0.2,
+        warmup_fraction=0.1,  # ends inside the first epoch: every epoch-end rate is post-warmup
         grad_accum_steps=3,
         grad_clip_norm=0.5,
         early_stopping_patience=1,
@@ -83,7 +83,7 @@ def test_loop_options_schedule_accumulation_clipping_and_early_stopping(staged):
     rows = sorted(res.history, key=lambda r: r["epoch"])
     lrs = [r["lr"] for r in rows]
     # Cosine after warmup: the rate only comes down, towards zero at the planned end.
-    assert all(x >= y for x, y in zip(lrs, lrs[1:]))
+    assert all(x >= y for x, y in zip(lrs, lrs[1:], strict=False))
     assert lrs[-1] < 0.02
     # One optimizer step per 3 micro-batches of 64 rows on each of 2 ranks.
     rows_per_rank = math.ceil(staged["report"].splits["train"] / 2)
