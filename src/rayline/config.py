@@ -239,6 +239,18 @@ class TrainConfig(_Section):
         description="Extra Ray resources each worker reserves (e.g. {memory: 4e9}), added to "
         "cpus_per_worker and one GPU when use_gpu.",
     )
+    log_every_n_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Also record train loss, LR and samples/s every N optimizer steps (MLflow "
+        "step metrics); unset: per epoch only.",
+    )
+    collective_timeout_s: float = Field(
+        1800,
+        gt=0,
+        description="A DDP collective that does not finish within this many seconds fails the "
+        "attempt (so max_failures can restart it) instead of hanging.",
+    )
     cache_mb: float = Field(
         512,
         ge=0,

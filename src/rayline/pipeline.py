@@ -149,7 +149,7 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
     )
 
     with stages("setup") as t:
-        _claim_run_dir(local_dir, result.config_hash, run_name)
+        _claim_run_dir(run_dir, result.config_hash, run_name)
         resources = init_ray(cfg.runtime)
         local_ray = not (cfg.runtime.address or os.environ.get("RAY_ADDRESS"))
         try:
@@ -249,6 +249,7 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
                 )
                 t.summary = f"best epoch {best.metrics.get('epoch')}: val_{cfg.metric}={best.metrics.get('val_metric', float('nan')):.4f}"
         registry.log_history(best.history)
+        registry.log_step_history(best.step_history)
         if cfg.tune.enabled:
             # The winning trial's sampled values, beside the config's starting point.
             chosen = flatten(best.params)
@@ -363,23 +364,31 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
     return result
 
 
-def _claim_run_dir(local_dir: Path, config_hash: str, run_name: str) -> None:
+def _claim_run_dir(run_dir: str, config_hash: str, run_name: str) -> None:
     """Mark the run directory with the config hash; refuse to resume a run under another config.
 
     Rerunning with the same ``runtime.run_name`` resumes: staged data is reused and Ray
     Train restores its latest checkpoint. That is only sound for the same config.
     """
-    marker = local_dir / "config_hash"
-    if marker.exists() and marker.read_text().strip() != config_hash:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(run_dir if "://" in run_dir else os.path.abspath(run_dir))
+    marker = f"{root}/config_hash"
+    existing = None
+    if fs.get_file_info(marker).type == pafs.FileType.File:
+        with fs.open_input_stream(marker) as f:
+            existing = f.read().decode().strip()
+    if existing is not None and existing != config_hash:
         raise ConfigError(
             [
-                f"runtime.run_name: run '{run_name}' already exists at {local_dir} with a "
+                f"runtime.run_name: run '{run_name}' already exists at {run_dir} with a "
                 "different config, and a run resumes only under the config it started with; "
                 "choose a new runtime.run_name (or leave it unset for a timestamped one)"
             ]
         )
-    local_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(config_hash)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(marker) as f:
+        f.write(config_hash.encode())
 
 
 def _all_ok(staged_path: str):

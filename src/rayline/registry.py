@@ -161,6 +161,13 @@ class Registry:
             elif values:
                 mlflow.log_metrics(values, step=step)
 
+    def log_step_history(self, rows: list[dict[str, Any]]) -> None:
+        """Step-level training metrics as ``step.<name>``, with the global step as the step."""
+        for row in rows:
+            values = {f"step.{k}": v for k, v in _numeric(row).items() if k in ("train_loss", "lr", "samples_per_s")}
+            if values:
+                mlflow.log_metrics(values, step=int(row["global_step"]))
+
     def log_trials(self, trials: list[Any], parent_run_id: str) -> None:
         """One nested run per Tune trial: sampled params, per-epoch metrics, status."""
         for t in trials:

@@ -78,6 +78,16 @@ def check_training_fits(train: TrainConfig, resources: dict[str, float]) -> None
     Raises:
         ClusterError: the request exceeds the cluster's total CPUs or GPUs.
     """
+    for name, amount in train.resources_per_worker.items():
+        if name in ("CPU", "GPU"):
+            continue
+        need, have = train.num_workers * amount, resources.get(name, 0)
+        if need > have:
+            raise ClusterError(
+                f"training asks for {train.num_workers} workers x {amount:g} '{name}' = {need:g}, "
+                f"but the cluster has {have:g}; lower train.resources_per_worker.{name} or "
+                "train.num_workers"
+            )
     need_cpu = train.num_workers * train.cpus_per_worker
     have_cpu = resources.get("CPU", 0)
     if need_cpu > have_cpu:

@@ -174,6 +174,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     sign = 1.0 if mode == "max" else -1.0
     patience = tcfg.get("early_stopping_patience")
     clip = tcfg.get("grad_clip_norm")
+    log_every = tcfg.get("log_every_n_steps")
 
     start_epoch, global_step = 0, 0
     best_score, stale_epochs = -math.inf, 0
@@ -204,6 +205,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss_sum = torch.zeros(2, dtype=torch.float64)
         started = time.perf_counter()
         micro = 0
+        window = [0.0, 0, time.perf_counter()]  # loss sum, rows, start of the logging window
         optimizer.zero_grad(set_to_none=True)
         for batch in train_data.epoch(epoch):
             x, y = batch["x"], batch["y"]
@@ -217,10 +219,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 loss = loss_fn(out.squeeze(-1).float() if prep.task == "regression" else out.float(), y)
                 (loss / accum).backward()
             loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+            window[0] += loss.item() * len(y)
+            window[1] += len(y)
             if last_micro:
                 _step(model, optimizer, scheduler, clip)
                 global_step += 1
                 ledger.record(epoch, global_step)
+                if log_every and global_step % log_every == 0:
+                    if rank == 0 and config.get("history_dir"):
+                        now = time.perf_counter()
+                        write_step_row(
+                            config["history_dir"],
+                            {
+                                "global_step": global_step,
+                                "epoch": epoch + 1,
+                                "train_loss": window[0] / max(window[1], 1),
+                                "lr": float(optimizer.param_groups[0]["lr"]),
+                                "samples_per_s": window[1] * world / max(now - window[2], 1e-9),
+                            },
+                        )
+                    window = [0.0, 0, time.perf_counter()]
         if micro % accum:
             # Leftover micro-batches at the end of the epoch still make one (smaller) step;
             # their gradients were not synced yet, so sync them by a plain all-reduce.
@@ -301,15 +319,24 @@ def write_history_row(directory: str, metrics: dict[str, Any]) -> None:
         f.write(json.dumps(metrics).encode())
 
 
-def read_history(directory: str) -> list[dict[str, Any]]:
-    """Every epoch's metrics written by :func:`write_history_row`, in epoch order."""
+def write_step_row(directory: str, metrics: dict[str, Any]) -> None:
+    """Record step-level metrics as ``steps/step-NNNNNNNNN.json`` (overwritten on retries)."""
+    fs, root = _fs(f"{directory}/steps")
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/step-{int(metrics['global_step']):09d}.json") as f:
+        f.write(json.dumps(metrics).encode())
+
+
+def read_history(directory: str, prefix: str = "epoch-") -> list[dict[str, Any]]:
+    """Rows written by :func:`write_history_row` (or, with ``prefix="step-"`` and
+    ``directory/steps``, by :func:`write_step_row`), in order."""
     import pyarrow.fs as pafs
 
     fs, root = _fs(directory)
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     rows = []
     for info in sorted(infos, key=lambda i: i.path):
-        if info.type == pafs.FileType.File and info.base_name.startswith("epoch-"):
+        if info.type == pafs.FileType.File and info.base_name.startswith(prefix):
             with fs.open_input_stream(info.path) as f:
                 rows.append(json.loads(f.read()))
     return rows

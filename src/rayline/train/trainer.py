@@ -26,6 +26,7 @@ class TrainResult:
     params: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     trial_id: str | None = None
+    step_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_datasets(staged_path: str, prep: FittedPreprocessor) -> dict[str, Any]:
@@ -87,7 +88,10 @@ def make_trainer(
             use_gpu=tcfg["use_gpu"],
             resources_per_worker=resources,
         ),
-        torch_config=TorchConfig(backend="nccl" if tcfg["use_gpu"] else "gloo"),
+        torch_config=TorchConfig(
+            backend="nccl" if tcfg["use_gpu"] else "gloo",
+            timeout_s=int(tcfg.get("collective_timeout_s", 1800)),
+        ),
         # Only the train split is sharded across ranks; rank 0 scores the whole val split.
         # preserve_order makes the streaming split hand each rank the same blocks in the same
         # order on every run, which is what makes a CPU rerun repeat its metrics.
@@ -157,6 +161,7 @@ def fit(
         metrics=dict(best_metrics),
         params={"model": cfg.model.model_dump(), "train": cfg.train.model_dump()},
         history=history,
+        step_history=read_history(f"{loop_cfg['history_dir']}/steps", prefix="step-"),
     )
 
 
