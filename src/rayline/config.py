@@ -394,7 +394,7 @@ class RuntimeConfig(_Section):
     num_cpus: int | None = Field(
         None,
         ge=1,
-        description="Logical CPUs of a local Ray (default: max(8, 2 x physical cores), so that "
+        description="Logical CPUs of a local Ray (default: max(8, 2 x os.cpu_count()), so that "
         "Ray Data always has CPUs beside the training workers).",
     )
     object_store_memory: int | None = Field(

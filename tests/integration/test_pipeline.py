@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from rayline.config import validate_config
 from rayline.data.split import SPLIT_COL
-from rayline.errors import DataValidationError
+from rayline.errors import ConfigError, DataValidationError
 from rayline.metrics import compute_metrics
 from rayline.pipeline import run_pipeline
 
@@ -157,6 +157,18 @@ def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     assert result.evaluation["champion_metrics"]["log_loss"] == pytest.approx(
         first.evaluation["metrics"]["log_loss"], abs=1e-5
     )
+
+
+def test_rerun_with_the_same_run_name_resumes_and_refuses_a_changed_config(first_run, workspace):
+    cfg, first = first_run
+    again = run_pipeline(cfg)  # same config, same run_name "first"
+    stage_times = {s.name: s.seconds for s in again.stages}
+    assert again.data_report["splits"] == first.data_report["splits"]
+    assert stage_times["validate+split"] < 2  # the staged data was reused, not rewritten
+    changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})})
+    with pytest.raises(ConfigError) as err:
+        run_pipeline(changed)
+    assert "run 'first' already exists" in str(err.value) and "runtime.run_name" in str(err.value)
 
 
 def test_missing_column_names_the_file_and_column(ray_session, workspace, tmp_path):

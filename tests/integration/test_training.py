@@ -79,6 +79,7 @@ def test_loop_options_schedule_accumulation_clipping_and_early_stopping(staged):
         grad_clip_norm=0.5,
         early_stopping_patience=1,
         keep_checkpoints=2,
+        log_every_n_steps=2,
     )
     rows = sorted(res.history, key=lambda r: r["epoch"])
     lrs = [r["lr"] for r in rows]
@@ -90,6 +91,10 @@ def test_loop_options_schedule_accumulation_clipping_and_early_stopping(staged):
     per_epoch = math.ceil(math.ceil(rows_per_rank / 64) / 3)
     assert rows[0]["global_step"] == per_epoch
     assert all(math.isfinite(r["val_log_loss"]) for r in rows)
+    # Every epoch is in the history (Ray itself keeps only the retained checkpoints' rows).
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    steps = [r["global_step"] for r in res.step_history]
+    assert steps == list(range(2, rows[-1]["global_step"] + 1, 2))
     if rows[-1]["early_stopped"]:
         assert len(rows) < 6
     assert res.metrics["val_metric"] == min(r["val_metric"] for r in rows)
