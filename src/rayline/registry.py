@@ -222,7 +222,7 @@ class Registry:
                 },
                 # Ship rayline's own code with the model so that it loads where rayline is
                 # not installed; its dependencies are plain torch/numpy/pandas.
-                code_paths=[str(package_dir)],
+                code_paths=[str(package_dir), *_user_code_paths(model_spec)],
                 signature=infer_signature(input_example, output_example),
                 input_example=input_example,
                 pip_requirements=[
@@ -265,6 +265,21 @@ class Registry:
     def promote(self, name: str, version: str) -> None:
         """Point the alias at ``version``."""
         self.client.set_registered_model_alias(name, self.cfg.alias, version)
+
+
+def _user_code_paths(model_spec: dict[str, Any]) -> list[str]:
+    """The top-level package (or module file) of a ``pkg.module:function`` model builder.
+
+    Shipped with the model so that it loads where only MLflow and torch are installed.
+    """
+    import importlib
+
+    builder = str(model_spec.get("builder", ""))
+    if ":" not in builder:
+        return []
+    top = importlib.import_module(builder.split(":", 1)[0].split(".")[0])
+    path = Path(top.__file__ or "")
+    return [str(path.parent if path.name == "__init__.py" else path)]
 
 
 def _safe_key(key: str) -> str:
