@@ -49,9 +49,22 @@ class Predictor:
                 f"{', '.join(self.prep.input_columns)}"
             )
 
+    def check_values(self, df: pd.DataFrame) -> None:
+        """Raise ``ValueError`` naming a numeric column with a value that is not a number."""
+        for c in self.prep.numeric:
+            col = df[c["name"]]
+            if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+                parsed = pd.to_numeric(col, errors="coerce")
+                bad = parsed.isna() & col.notna()
+                if bad.any():
+                    raise ValueError(
+                        f"column '{c['name']}' must be numeric; got {col[bad].iloc[0]!r}"
+                    )
+
     def output(self, df: pd.DataFrame) -> np.ndarray:
         """Class probabilities (rows, classes) or regression predictions (rows,)."""
         self.check_columns(df)
+        self.check_values(df)
         x = torch.from_numpy(self.prep.transform(df))
         with torch.no_grad():
             raw = self.model(x).float().numpy()

@@ -401,11 +401,6 @@ def _input_example(staged_path: str, prep: features.FittedPreprocessor, rows: in
     batch = stage.read_split(staged_path, "test", columns=prep.input_columns).take_batch(
         rows, batch_format="pandas"
     )
-    # Integer inputs are declared as doubles in the signature: pandas holds an int column
-    # with a missing value as float64, which an int64 signature would refuse at serving.
-    for col, kind in prep.input_types.items():
-        if kind == "int" and col in batch.columns:
-            batch[col] = batch[col].astype("float64")
     return batch.reset_index(drop=True)
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -203,7 +204,6 @@ class Registry:
     ) -> str:
         """Log the pyfunc model (models-from-code, no pickles); return its model URI."""
         import torch
-        from mlflow.models import infer_signature
 
         package_dir = Path(rayline.__file__).parent
         versions = package_versions()
@@ -223,7 +223,7 @@ class Registry:
                 # Ship rayline's own code with the model so that it loads where rayline is
                 # not installed; its dependencies are plain torch/numpy/pandas.
                 code_paths=[str(package_dir), *_user_code_paths(model_spec)],
-                signature=infer_signature(input_example, output_example),
+                signature=_signature(model_spec, input_example, output_example),
                 input_example=input_example,
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
@@ -265,6 +265,28 @@ class Registry:
     def promote(self, name: str, version: str) -> None:
         """Point the alias at ``version``."""
         self.client.set_registered_model_alias(name, self.cfg.alias, version)
+
+
+def _signature(model_spec: dict[str, Any], input_example: pd.DataFrame, output_example: pd.DataFrame):
+    """Required input columns by name; numeric ones typed ``any``.
+
+    MLflow refuses int64 for a double column, float64 (an int column with a missing value)
+    for a long one, and pandas' nullable Int64 for either, so strict numeric types would
+    reject ordinary inputs. The model parses numbers itself and rejects what does not parse.
+    """
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    with warnings.catch_warnings():
+        # Its hint about integer columns and missing values is what `any` below addresses.
+        warnings.simplefilter("ignore", UserWarning)
+        inferred = infer_signature(input_example, output_example)
+    cols = []
+    for spec in inferred.inputs.inputs:
+        kind = str(spec.type)
+        numeric = any(t in kind for t in ("long", "integer", "double", "float", "boolean"))
+        cols.append(ColSpec(AnyType() if numeric else spec.type, spec.name))
+    return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
 
 
 def _user_code_paths(model_spec: dict[str, Any]) -> list[str]:

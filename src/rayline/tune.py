@@ -131,9 +131,9 @@ def run_tune(
             mode=mode,
             num_samples=cfg.tune.num_samples,
             scheduler=scheduler,
-            max_concurrent_trials=concurrency,
-            # A seeded sampler draws the same trials on a rerun of the same config.
-            search_alg=BasicVariantGenerator(random_state=cfg.train.seed),
+            # A seeded sampler draws the same trials on a rerun of the same config; it also
+            # carries the concurrency limit (Tune ignores max_concurrent_trials beside it).
+            search_alg=BasicVariantGenerator(random_state=cfg.train.seed, max_concurrent=concurrency),
         ),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
     )
