@@ -15,7 +15,9 @@ def main(readme: str = "README.md") -> int:
     path = Path(readme)
     text = path.read_text()
     block = f"{START}\n{config_reference()}{END}"
-    new, count = re.subn(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    new, count = re.subn(
+        re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S
+    )
     if count != 1:
         print(f"{readme}: expected one {START} ... {END} block", file=sys.stderr)
         return 1

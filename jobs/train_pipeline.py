@@ -17,12 +17,16 @@ from rayline.pipeline import format_summary, run_pipeline
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the pipeline, print the summary; exit 2 on a user error."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="pipeline YAML config")
     parser.add_argument("--fail-on-reject", action="store_true", help="exit 3 if the gate rejects")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         cfg = load_config(args.config, args.overrides)
         logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())

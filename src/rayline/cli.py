@@ -120,7 +120,9 @@ def show_config(config: ConfigArg, overrides: OverridesArg = None) -> None:
 
 @app.command("demo-data")
 def demo_data(
-    out: Annotated[str, typer.Option(help="Directory to write the Parquet files to.")] = "data/breast_cancer",
+    out: Annotated[
+        str, typer.Option(help="Directory to write the Parquet files to.")
+    ] = "data/breast_cancer",
 ) -> None:
     """Write the demo dataset (scikit-learn's breast cancer data) as Parquet."""
     from rayline.demo import write_demo_dataset

@@ -115,7 +115,9 @@ class FeaturesConfig(_Section):
         description="Categorical input columns. Default: every string schema column except "
         "the target and the split key.",
     )
-    standardize: bool = Field(True, description="Scale numeric columns to zero mean, unit variance.")
+    standardize: bool = Field(
+        True, description="Scale numeric columns to zero mean, unit variance."
+    )
     impute: Literal["mean", "zero"] = Field(
         "mean", description="How missing numeric values are filled (train-split statistics)."
     )
@@ -172,7 +174,9 @@ class ModelConfig(_Section):
     def _check_builder(self) -> ModelConfig:
         problems = []
         module, sep, attr = self.builder.partition(":")
-        is_path = bool(sep) and all(p.isidentifier() for p in module.split(".")) and attr.isidentifier()
+        is_path = (
+            bool(sep) and all(p.isidentifier() for p in module.split(".")) and attr.isidentifier()
+        )
         if self.builder not in ("mlp", "tabular", "cnn") and not is_path:
             problems.append(
                 f"builder '{self.builder}' is not known; use 'mlp', 'tabular', 'cnn', or an "
@@ -212,16 +216,22 @@ class TrainConfig(_Section):
         "constant", description="Learning-rate schedule over all optimizer steps."
     )
     warmup_fraction: float = Field(
-        0.0, ge=0, lt=1, description="Fraction of optimizer steps spent warming the rate up linearly."
+        0.0,
+        ge=0,
+        lt=1,
+        description="Fraction of optimizer steps spent warming the rate up linearly.",
     )
     grad_clip_norm: float | None = Field(
         None, gt=0, description="Clip the global gradient norm to this value (unset: no clipping)."
     )
     grad_accum_steps: int = Field(
-        1, ge=1, description="Micro-batches per optimizer step (DDP skips the gradient sync on all but the last)."
+        1,
+        ge=1,
+        description="Micro-batches per optimizer step (DDP skips the gradient sync on all but the last).",
     )
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="'auto' = bf16 autocast on GPU, fp32 on CPU; 'bf16' on CPU also runs fp32."
+        "auto",
+        description="'auto' = bf16 autocast on GPU, fp32 on CPU; 'bf16' on CPU also runs fp32.",
     )
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many epochs without a better validation metric."
@@ -258,7 +268,9 @@ class TrainConfig(_Section):
         "in this many MiB (later epochs then skip re-reading); 0 streams every epoch.",
     )
     max_failures: int = Field(
-        0, ge=-1, description="Worker-group restarts allowed (from the last checkpoint); -1 = unlimited."
+        0,
+        ge=-1,
+        description="Worker-group restarts allowed (from the last checkpoint); -1 = unlimited.",
     )
 
 
@@ -269,7 +281,9 @@ class ParamSpec(_Section):
         ..., description="Distribution to sample from."
     )
     low: float | None = Field(None, description="Lower bound (loguniform, uniform, randint).")
-    high: float | None = Field(None, description="Upper bound (loguniform, uniform, randint; exclusive for randint).")
+    high: float | None = Field(
+        None, description="Upper bound (loguniform, uniform, randint; exclusive for randint)."
+    )
     values: list[Any] | None = Field(None, description="Candidates (choice).")
 
     @model_validator(mode="after")
@@ -303,7 +317,9 @@ class TuneConfig(_Section):
         "asha", description="'asha' stops weak trials early; 'fifo' runs each to the end."
     )
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped.")
-    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep 1/reduction_factor of the trials at each rung.")
+    reduction_factor: float = Field(
+        2.0, gt=1, description="ASHA: keep 1/reduction_factor of the trials at each rung."
+    )
 
     @model_validator(mode="after")
     def _check_space(self) -> TuneConfig:
@@ -322,7 +338,9 @@ class TuneConfig(_Section):
                     f"`model.<field>` (e.g. train.lr, model.hidden_sizes){hint}"
                 )
         if self.enabled and not self.search_space:
-            problems.append("enabled is true but search_space is empty; declare at least one parameter")
+            problems.append(
+                "enabled is true but search_space is empty; declare at least one parameter"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -361,7 +379,8 @@ class GateConfig(_Section):
         default_factory=dict, description="Test metric -> absolute bounds it must meet."
     )
     compare_metric: str | None = Field(
-        None, description="Metric on which the challenger must beat the champion (default: train.metric)."
+        None,
+        description="Metric on which the challenger must beat the champion (default: train.metric).",
     )
     min_delta: float = Field(
         0.0,
@@ -401,7 +420,8 @@ class RuntimeConfig(_Section):
         None, ge=78643200, description="Bytes of object store for a local Ray (default: Ray's)."
     )
     storage_path: str = Field(
-        "rayline-runs", description="Root for runs, checkpoints and staged data (local path or URI)."
+        "rayline-runs",
+        description="Root for runs, checkpoints and staged data (local path or URI).",
     )
     run_name: str | None = Field(None, description="Name of this run (default: name + timestamp).")
     log_to_driver: bool = Field(
@@ -508,7 +528,10 @@ class PipelineConfig(_Section):
                 "row without a label cannot train or be scored); set nullable: false so such "
                 "rows go to quarantine"
             )
-        elif self.model.task == "regression" and cols[self.data.target].type not in ("float", "int"):
+        elif self.model.task == "regression" and cols[self.data.target].type not in (
+            "float",
+            "int",
+        ):
             problems.append(
                 f"model.task: regression needs a numeric target, but schema.columns."
                 f"{self.data.target}.type is '{cols[self.data.target].type}'; use task: classification"
@@ -614,8 +637,10 @@ def _format_error(err: dict[str, Any]) -> str:
         hint = ""
         if parent is not None:
             close = difflib.get_close_matches(loc[-1], _known_keys(parent), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else (
-                f"; known keys here: {', '.join(_known_keys(parent))}"
+            hint = (
+                f"; did you mean '{close[0]}'?"
+                if close
+                else (f"; known keys here: {', '.join(_known_keys(parent))}")
             )
         return f"{key}: unknown key{hint} (remove it or fix the spelling)"
     if kind == "missing":
@@ -725,7 +750,12 @@ def config_reference() -> str:
             if isinstance(ann, type) and issubclass(ann, BaseModel) and title != "top level":
                 nested.append((f"{title}.{key}", ann))
             args = getattr(ann, "__args__", ())
-            if getattr(ann, "__origin__", None) is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            if (
+                getattr(ann, "__origin__", None) is dict
+                and len(args) == 2
+                and isinstance(args[1], type)
+                and issubclass(args[1], BaseModel)
+            ):
                 nested.append((f"{title}.{key}.<name>", args[1]))
         out.append("")
         for t, c in nested:

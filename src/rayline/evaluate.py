@@ -71,7 +71,10 @@ class _ScoreWithLoader:
 
     def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
         frame = self.model.predict(batch[[c for c in batch.columns if c != self.prep.target]])
-        return {"y": self.prep.true_values(batch[self.prep.target]), "out": output_from_frame(frame, self.prep)}
+        return {
+            "y": self.prep.true_values(batch[self.prep.target]),
+            "out": output_from_frame(frame, self.prep),
+        }
 
 
 def _one_actor():
@@ -91,7 +94,11 @@ def _collect(ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_checkpoint(
-    staged_path: str, prep: FittedPreprocessor, model_spec: dict[str, Any], checkpoint_dir: str, batch_size: int
+    staged_path: str,
+    prep: FittedPreprocessor,
+    model_spec: dict[str, Any],
+    checkpoint_dir: str,
+    batch_size: int,
 ) -> tuple[int, dict[str, float]]:
     """Test-split row count and metrics of the network in the local ``checkpoint_dir``."""
     ds = read_split(staged_path, "test").map_batches(
@@ -113,7 +120,11 @@ def score_checkpoint(
 
 
 def score_model_uri(
-    staged_path: str, prep: FittedPreprocessor, loader: Callable[[str], Any], uri: str, batch_size: int
+    staged_path: str,
+    prep: FittedPreprocessor,
+    loader: Callable[[str], Any],
+    uri: str,
+    batch_size: int,
 ) -> dict[str, float]:
     """Test-split metrics of a served model (``loader(uri).predict`` on raw rows)."""
     ds = read_split(staged_path, "test").map_batches(

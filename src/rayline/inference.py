@@ -22,7 +22,9 @@ PROBA_PREFIX = "probability_"
 class Predictor:
     """A trained network and its fitted preprocessor."""
 
-    def __init__(self, prep: FittedPreprocessor, model_spec: dict[str, Any], state_dict: dict[str, Any]):
+    def __init__(
+        self, prep: FittedPreprocessor, model_spec: dict[str, Any], state_dict: dict[str, Any]
+    ):
         self.prep = prep
         self.model_spec = model_spec
         self.model = build_model(model_spec, prep.output_dim, prep.num_outputs, prep=prep)
@@ -30,7 +32,9 @@ class Predictor:
         self.model.eval()
 
     @classmethod
-    def from_files(cls, preprocessor: str | Path, model_spec: str | Path, weights: str | Path) -> Predictor:
+    def from_files(
+        cls, preprocessor: str | Path, model_spec: str | Path, weights: str | Path
+    ) -> Predictor:
         """Load from the JSON preprocessor, the JSON model spec and a state_dict file.
 
         The weights are read with ``weights_only=True``: tensors only, no pickled code.
@@ -96,5 +100,7 @@ def output_from_frame(frame: pd.DataFrame, prep: FittedPreprocessor) -> np.ndarr
     cols = []
     for c in prep.classes or []:
         name = f"{PROBA_PREFIX}{c}"
-        cols.append(frame[name].to_numpy(dtype=np.float64) if name in frame else np.zeros(len(frame)))
+        cols.append(
+            frame[name].to_numpy(dtype=np.float64) if name in frame else np.zeros(len(frame))
+        )
     return np.stack(cols, axis=1)

@@ -8,7 +8,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("rayline", "ray", "torch", "mlflow", "pyarrow", "pandas", "numpy", "pydantic", "scikit-learn")
+PACKAGES = (
+    "rayline",
+    "ray",
+    "torch",
+    "mlflow",
+    "pyarrow",
+    "pandas",
+    "numpy",
+    "pydantic",
+    "scikit-learn",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -115,7 +115,9 @@ def ingest_and_validate(cfg: PipelineConfig, run_dir: str, stages: _Stages) -> s
     return report
 
 
-def run_validation(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | None = None) -> stage.DataReport:
+def run_validation(
+    cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | None = None
+) -> stage.DataReport:
     """Ingest and validate only (``rayline validate``): the data report, nothing trained."""
     init_ray(cfg.runtime)
     run_name = default_run_name(cfg)
@@ -124,7 +126,9 @@ def run_validation(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] 
     return ingest_and_validate(cfg, run_dir, _Stages(result, on_stage))
 
 
-def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | None = None) -> PipelineResult:
+def run_pipeline(
+    cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | None = None
+) -> PipelineResult:
     """Run every stage; return what was produced. The champion moves only if the gate passes.
 
     Raises:
@@ -158,7 +162,9 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
             if local_ray:
                 raise
             # A remote cluster may autoscale to fit; Ray will wait for the nodes.
-            log.warning("training does not fit the cluster's current nodes; waiting for autoscaling")
+            log.warning(
+                "training does not fit the cluster's current nodes; waiting for autoscaling"
+            )
         registry = Registry(cfg.registry, storage)
         registry.connect()
         result.tracking_uri = registry.tracking_uri
@@ -245,7 +251,12 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
         else:
             with stages("train") as t:
                 best = trainer.fit(
-                    cfg, prep, report.staged_path, f"{run_dir}/train", "train", report.splits["train"]
+                    cfg,
+                    prep,
+                    report.staged_path,
+                    f"{run_dir}/train",
+                    "train",
+                    report.splits["train"],
                 )
                 t.summary = f"best epoch {best.metrics.get('epoch')}: val_{cfg.metric}={best.metrics.get('val_metric', float('nan')):.4f}"
         registry.log_history(best.history)
@@ -293,7 +304,9 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
                 registry.log_metrics(eval_report.baseline["metrics"], prefix="baseline.test.")
             registry.log_json(eval_report.to_dict(), "reports/evaluation_report.json")
             result.evaluation = eval_report.to_dict()
-            t.summary = f"{rows} test rows, " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            t.summary = f"{rows} test rows, " + ", ".join(
+                f"{k}={v:.4f}" for k, v in metrics.items()
+            )
 
         with stages("gate") as t:
             decision: GateDecision = decide(
@@ -355,9 +368,10 @@ def run_pipeline(cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | 
                 result.promoted = True
             current = registry.champion(cfg.model_name)
             result.champion_uri = current[1] if current else None
-            t.summary = (
-                f"{cfg.model_name} v{version}"
-                + (f" -> @{cfg.registry.alias}" if decision.passed else f" (@{cfg.registry.alias} unchanged)")
+            t.summary = f"{cfg.model_name} v{version}" + (
+                f" -> @{cfg.registry.alias}"
+                if decision.passed
+                else f" (@{cfg.registry.alias} unchanged)"
             )
         _write_json(local_dir / "pipeline_result.json", result.to_dict())
         registry.log_json(result.to_dict(), "reports/pipeline_result.json")
@@ -455,7 +469,9 @@ def format_summary(result: PipelineResult, alias: str = "champion") -> str:
     if result.model_version:
         lines += ["", f"registered: {result.model_uri}"]
         if result.promoted:
-            lines.append(f"champion:   models:/{result.model_name}@{alias} (now version {result.model_version})")
+            lines.append(
+                f"champion:   models:/{result.model_name}@{alias} (now version {result.model_version})"
+            )
         elif result.champion_uri:
             lines.append(f"champion:   {result.champion_uri} (unchanged)")
         else:

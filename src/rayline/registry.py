@@ -96,7 +96,9 @@ class Registry:
             RegistryError: the store cannot be reached or used.
         """
         if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
         # Fail in seconds, not after MLflow's default minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
@@ -124,9 +126,13 @@ class Registry:
     def run(self, run_name: str, tags: dict[str, str]) -> Iterator[str]:
         """The parent run of one pipeline run; ends FAILED if the body raises."""
         try:
-            active = mlflow.start_run(run_name=run_name, tags=tags, experiment_id=self.experiment_id)
+            active = mlflow.start_run(
+                run_name=run_name, tags=tags, experiment_id=self.experiment_id
+            )
         except MlflowException as exc:
-            raise RegistryError(f"cannot start an MLflow run at '{self.tracking_uri}': {_short(exc)}") from None
+            raise RegistryError(
+                f"cannot start an MLflow run at '{self.tracking_uri}': {_short(exc)}"
+            ) from None
         try:
             yield active.info.run_id
         except BaseException:
@@ -141,7 +147,9 @@ class Registry:
         for i in range(0, len(keys), 100):  # MLflow takes at most 100 params per batch
             mlflow.log_params({k: items[k] for k in keys[i : i + 100]})
 
-    def log_metrics(self, metrics: dict[str, Any], prefix: str = "", step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: dict[str, Any], prefix: str = "", step: int | None = None
+    ) -> None:
         """Log the finite numeric entries of ``metrics``, names prefixed."""
         values = {f"{prefix}{k}": v for k, v in _numeric(metrics).items()}
         if values:
@@ -165,7 +173,11 @@ class Registry:
     def log_step_history(self, rows: list[dict[str, Any]]) -> None:
         """Step-level training metrics as ``step.<name>``, with the global step as the step."""
         for row in rows:
-            values = {f"step.{k}": v for k, v in _numeric(row).items() if k in ("train_loss", "lr", "samples_per_s")}
+            values = {
+                f"step.{k}": v
+                for k, v in _numeric(row).items()
+                if k in ("train_loss", "lr", "samples_per_s")
+            }
             if values:
                 mlflow.log_metrics(values, step=int(row["global_step"]))
 
@@ -237,7 +249,9 @@ class Registry:
     def register(self, model_uri: str, name: str, tags: dict[str, Any]) -> str:
         """Register ``model_uri`` as a new version of ``name``; return the version."""
         try:
-            mv = mlflow.register_model(model_uri, name, tags={k: _param_text(v) for k, v in tags.items()})
+            mv = mlflow.register_model(
+                model_uri, name, tags={k: _param_text(v) for k, v in tags.items()}
+            )
         except MlflowException as exc:
             raise RegistryError(f"cannot register model '{name}': {_short(exc)}") from None
         return str(mv.version)
@@ -267,7 +281,9 @@ class Registry:
         self.client.set_registered_model_alias(name, self.cfg.alias, version)
 
 
-def _signature(model_spec: dict[str, Any], input_example: pd.DataFrame, output_example: pd.DataFrame):
+def _signature(
+    model_spec: dict[str, Any], input_example: pd.DataFrame, output_example: pd.DataFrame
+):
     """Required input columns by name; numeric ones typed ``any``.
 
     MLflow refuses int64 for a double column, float64 (an int column with a missing value)

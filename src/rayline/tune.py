@@ -62,7 +62,9 @@ def default_concurrency(cfg: PipelineConfig, cluster_cpus: float) -> int:
     return max(1, math.floor((cluster_cpus - 1) / per_trial))
 
 
-def _trial(sampled: dict[str, Any], base: dict[str, Any], staged_path: str, storage_path: str, mode: str) -> None:
+def _trial(
+    sampled: dict[str, Any], base: dict[str, Any], staged_path: str, storage_path: str, mode: str
+) -> None:
     """The Tune function trainable: one distributed training run with sampled values."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -133,7 +135,9 @@ def run_tune(
             scheduler=scheduler,
             # A seeded sampler draws the same trials on a rerun of the same config; it also
             # carries the concurrency limit (Tune ignores max_concurrent_trials beside it).
-            search_alg=BasicVariantGenerator(random_state=cfg.train.seed, max_concurrent=concurrency),
+            search_alg=BasicVariantGenerator(
+                random_state=cfg.train.seed, max_concurrent=concurrency
+            ),
         ),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
     )
@@ -168,7 +172,9 @@ def run_tune(
                 top[SCORE_KEY],
                 TrainResult(
                     checkpoint_path=top["checkpoint_path"],
-                    metrics={k: v for k, v in top.items() if not k.startswith(("config/", "checkpoint"))},
+                    metrics={
+                        k: v for k, v in top.items() if not k.startswith(("config/", "checkpoint"))
+                    },
                     params=params,
                     history=history,
                     trial_id=trial_id,

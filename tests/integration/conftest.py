@@ -42,7 +42,11 @@ def make_table(n: int, seed: int = 0, bad_rows: int = 0) -> pd.DataFrame:
             "is_active": rng.random(n) < 0.6,
         }
     )
-    logit = 0.04 * (df["age"] - 45) + 0.03 * (df["income"] - 40) + np.where(df["plan"] == "pro", 1.5, 0.0)
+    logit = (
+        0.04 * (df["age"] - 45)
+        + 0.03 * (df["income"] - 40)
+        + np.where(df["plan"] == "pro", 1.5, 0.0)
+    )
     df["churned"] = (logit + rng.normal(scale=0.5, size=n) > 0).astype(np.int64)
     # Nulls where the schema allows them: income is nullable and gets imputed.
     df.loc[rng.choice(n, size=n // 50, replace=False), "income"] = np.nan
@@ -77,7 +81,13 @@ def base_config(data_dir: Path, storage: Path, **sections: Any) -> dict[str, Any
             },
         },
         "model": {"task": "classification", "hidden_sizes": [16]},
-        "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "num_workers": 2, "metric": "log_loss"},
+        "train": {
+            "epochs": 3,
+            "batch_size": 64,
+            "lr": 0.01,
+            "num_workers": 2,
+            "metric": "log_loss",
+        },
         "evaluate": {"baseline": True},
         "gate": {"thresholds": {"accuracy": {"min": 0.6}}, "compare_metric": "log_loss"},
         "registry": {"experiment": "it", "model_name": "churn"},

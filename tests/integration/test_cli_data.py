@@ -45,7 +45,9 @@ def test_validate_prints_the_data_report_for_csv(tmp_path):
 
 def test_validate_names_the_bad_file_and_column(tmp_path):
     good = write_parts(make_table(100), tmp_path / "data", parts=1)
-    make_table(50, seed=1).astype({"age": "float64"}).assign(age=1.5).to_parquet(good / "late.parquet")
+    make_table(50, seed=1).astype({"age": "float64"}).assign(age=1.5).to_parquet(
+        good / "late.parquet"
+    )
     cfg = write_config(tmp_path / "cfg.yaml", base_config(good, tmp_path / "runs"))
     res = _validate(cfg)
     assert res.returncode == 2

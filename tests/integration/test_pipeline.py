@@ -68,7 +68,9 @@ def test_every_row_is_accounted_for(first_run):
     assert d["rows_ok"] == N_ROWS - BAD_ROWS
     assert sum(d["splits"].values()) == d["rows_ok"]
     assert all(n > 0 for n in d["splits"].values())
-    assert d["top_reasons"] and all("income" in r["reason"] and "< min 0" in r["reason"] for r in d["top_reasons"])
+    assert d["top_reasons"] and all(
+        "income" in r["reason"] and "< min 0" in r["reason"] for r in d["top_reasons"]
+    )
     quarantine = pd.read_parquet(d["quarantine_path"])
     assert len(quarantine) == BAD_ROWS
     assert quarantine["_rayline_reason"].notna().all()
@@ -81,7 +83,11 @@ def test_split_is_by_key_and_disjoint(first_run):
         split: set(pd.read_parquet(f"{staged}/{SPLIT_COL}={split}")["user_id"])
         for split in ("train", "val", "test")
     }
-    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    assert (
+        not (ids["train"] & ids["val"])
+        and not (ids["train"] & ids["test"])
+        and not (ids["val"] & ids["test"])
+    )
 
 
 def test_sweep_logs_a_nested_run_per_trial(first_run, workspace):
@@ -150,9 +156,13 @@ def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     assert not result.gate["passed"]
     assert any("champion" in r and "FAIL" in r for r in result.gate["reasons"])
     client = MlflowClient(workspace["tracking"])
-    assert str(client.get_model_version_by_alias("churn", "champion").version) == first.model_version
+    assert (
+        str(client.get_model_version_by_alias("churn", "champion").version) == first.model_version
+    )
     assert result.model_version != first.model_version
-    assert client.get_model_version("churn", result.model_version).tags["rayline.gate"] == "rejected"
+    assert (
+        client.get_model_version("churn", result.model_version).tags["rayline.gate"] == "rejected"
+    )
     # The champion's score on this run's test split is the first run's evaluation: same split.
     assert result.evaluation["champion_metrics"]["log_loss"] == pytest.approx(
         first.evaluation["metrics"]["log_loss"], abs=1e-5
@@ -197,7 +207,11 @@ def test_too_many_bad_rows_fail_and_keep_the_quarantine(ray_session, workspace, 
 
 def test_regression_pipeline(ray_session, workspace, tmp_path):
     df = make_table(600, seed=3)
-    df["spend"] = 2.0 * df["age"] + np.where(df["plan"] == "pro", 30.0, 0.0) + np.random.default_rng(1).normal(size=len(df))
+    df["spend"] = (
+        2.0 * df["age"]
+        + np.where(df["plan"] == "pro", 30.0, 0.0)
+        + np.random.default_rng(1).normal(size=len(df))
+    )
     data = write_parts(df, tmp_path / "reg", parts=1)
     raw = base_config(data, workspace["storage"])
     raw["schema"]["columns"]["spend"] = {"type": "float"}
@@ -205,13 +219,26 @@ def test_regression_pipeline(ray_session, workspace, tmp_path):
     raw["model"] = {"task": "regression", "hidden_sizes": [16]}
     raw["train"] = {"epochs": 4, "lr": 0.01, "num_workers": 1, "metric": "rmse"}
     raw["gate"] = {"thresholds": {"r2": {"min": 0.5}}}
-    raw["registry"] = {"tracking_uri": workspace["tracking"], "experiment": "it", "model_name": "spend"}
+    raw["registry"] = {
+        "tracking_uri": workspace["tracking"],
+        "experiment": "it",
+        "model_name": "spend",
+    }
     raw["features"] = {"numeric": ["age", "income", "is_active"], "categorical": ["plan"]}
     result = run_pipeline(validate_config(raw))
     assert result.evaluation["metrics"]["r2"] > 0.5
     assert result.promoted
     mlflow.set_tracking_uri(workspace["tracking"])
-    out = mlflow.pyfunc.load_model("models:/spend@champion").predict(df.head(5).drop(columns=["spend"]))
+    out = mlflow.pyfunc.load_model("models:/spend@champion").predict(
+        df.head(5).drop(columns=["spend"])
+    )
     assert list(out.columns) == ["prediction"]
     assert np.all(np.abs(out["prediction"].to_numpy() - df["spend"].head(5).to_numpy()) < 40)
-    assert json.loads(MlflowClient(workspace["tracking"]).get_model_version("spend", result.model_version).tags["rayline.test_metrics"])["r2"] > 0.5
+    assert (
+        json.loads(
+            MlflowClient(workspace["tracking"])
+            .get_model_version("spend", result.model_version)
+            .tags["rayline.test_metrics"]
+        )["r2"]
+        > 0.5
+    )

@@ -51,7 +51,14 @@ def _fit(st, name: str, **train):
     raw = base_config(st["data"], st["root"] / "runs")
     raw["train"].update(train)
     cfg = validate_config(raw)
-    return fit(cfg, st["prep"], st["report"].staged_path, str(st["root"] / "train"), name, st["report"].splits["train"])
+    return fit(
+        cfg,
+        st["prep"],
+        st["report"].staged_path,
+        str(st["root"] / "train"),
+        name,
+        st["report"].splits["train"],
+    )
 
 
 def _curve(result, key="val_log_loss"):

@@ -17,7 +17,11 @@ CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
 
 def rayline(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rayline.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "rayline.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -33,7 +37,9 @@ def test_shipped_configs_exist():
 
 
 def test_show_config_prints_resolved_config_with_overrides():
-    res = rayline("show-config", "jobs/configs/demo.yaml", "train.epochs=3", "model.hidden_sizes=[8]")
+    res = rayline(
+        "show-config", "jobs/configs/demo.yaml", "train.epochs=3", "model.hidden_sizes=[8]"
+    )
     assert res.returncode == 0, res.stderr
     resolved = yaml.safe_load(res.stdout)
     assert resolved["train"]["epochs"] == 3
@@ -68,7 +74,13 @@ def test_bad_override_is_reported():
 
 def test_job_entry_point_reports_config_errors(tmp_path):
     res = subprocess.run(
-        [sys.executable, "jobs/train_pipeline.py", "--config", "jobs/configs/demo.yaml", "train.num_workers=0"],
+        [
+            sys.executable,
+            "jobs/train_pipeline.py",
+            "--config",
+            "jobs/configs/demo.yaml",
+            "train.num_workers=0",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -100,7 +100,10 @@ def test_zero_fill_imputation():
 def test_numeric_text_and_nullable_types_are_accepted():
     prep = make_prep(categorical=[])
     df = pd.DataFrame(
-        {"age": pd.Series(["50", None, "x"], dtype=object), "const": pd.array([3, None, 4], dtype="Int64")}
+        {
+            "age": pd.Series(["50", None, "x"], dtype=object),
+            "const": pd.array([3, None, 4], dtype="Int64"),
+        }
     )
     x = prep.transform(df)
     np.testing.assert_allclose(x[:, 0], [1.0, 0.0, 0.0], rtol=1e-6)  # unparsable -> fill
@@ -253,7 +256,9 @@ def test_batch_transform_without_target():
 
 
 def test_batch_transform_regression_target_is_float32():
-    prep = make_prep(task="regression", classes=None, target="age", target_mean=40.0, target_std=10.0)
+    prep = make_prep(
+        task="regression", classes=None, target="age", target_mean=40.0, target_std=10.0
+    )
     prep.numeric = [prep.numeric[1]]
     out = BatchTransform(prep)(FRAME.fillna({"age": 40.0}))
     assert out["y"].dtype == np.float32

@@ -17,7 +17,9 @@ LINEAR = {"builder": "mlp", "hidden_sizes": []}
 MLP = {"builder": "mlp", "hidden_sizes": [4], "activation": "tanh"}
 
 
-def make_prep(task: str = "classification", classes=("cat", "dog", "eel"), **kw) -> FittedPreprocessor:
+def make_prep(
+    task: str = "classification", classes=("cat", "dog", "eel"), **kw
+) -> FittedPreprocessor:
     return FittedPreprocessor(
         task=task,
         target="label",
@@ -32,7 +34,9 @@ def make_prep(task: str = "classification", classes=("cat", "dog", "eel"), **kw)
     )
 
 
-def linear_state(prep: FittedPreprocessor) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
+def linear_state(
+    prep: FittedPreprocessor,
+) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
     """A fixed linear model: logits = x @ W.T + bias."""
     out_dim, in_dim = prep.num_outputs, prep.output_dim
     w = (np.arange(out_dim * in_dim, dtype=np.float32).reshape(out_dim, in_dim) - 3) / 4
@@ -180,7 +184,9 @@ def test_output_from_frame_aligns_classes_by_name():
 
 def test_output_from_frame_fills_absent_classes_with_zero():
     prep = make_prep(classes=[0, 1, 2])
-    champion = pd.DataFrame({"prediction": [1, 0], "probability_1": [0.9, 0.2], "probability_0": [0.1, 0.8]})
+    champion = pd.DataFrame(
+        {"prediction": [1, 0], "probability_1": [0.9, 0.2], "probability_0": [0.1, 0.8]}
+    )
     out = output_from_frame(champion, prep)
     assert out.shape == (2, 3)
     np.testing.assert_allclose(out, [[0.1, 0.9, 0.0], [0.8, 0.2, 0.0]])
@@ -208,6 +214,10 @@ def test_from_files_refuses_pickled_code(tmp_path):
     prep = make_prep()
     prep.save(tmp_path / "preprocessor.json")
     (tmp_path / "model.json").write_text(json.dumps(LINEAR))
-    torch.save({"0.weight": torch.zeros(3, 4), "0.bias": torch.zeros(3), "x": object()}, tmp_path / "w.pt")
+    torch.save(
+        {"0.weight": torch.zeros(3, 4), "0.bias": torch.zeros(3), "x": object()}, tmp_path / "w.pt"
+    )
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
-        Predictor.from_files(tmp_path / "preprocessor.json", tmp_path / "model.json", tmp_path / "w.pt")
+        Predictor.from_files(
+            tmp_path / "preprocessor.json", tmp_path / "model.json", tmp_path / "w.pt"
+        )

@@ -12,7 +12,9 @@ from rayline.errors import ConfigError
 from rayline.train.models import build_model, default_embedding_dim
 
 
-def _prep(encoding: str = "index", cats: list[list[str]] | None = None, n_num: int = 2) -> FittedPreprocessor:
+def _prep(
+    encoding: str = "index", cats: list[list[str]] | None = None, n_num: int = 2
+) -> FittedPreprocessor:
     cats = [["a", "b", "c"], [f"v{i}" for i in range(40)]] if cats is None else cats
     return FittedPreprocessor(
         task="classification",
@@ -57,7 +59,9 @@ def _tabular_x(rows: int = 6) -> torch.Tensor:
 @pytest.mark.parametrize("out_dim", [3, 1])
 def test_tabular_shapes(out_dim):
     prep = _prep()
-    model = build_model(_spec(builder="tabular", hidden_sizes=[8]), prep.output_dim, out_dim, prep=prep)
+    model = build_model(
+        _spec(builder="tabular", hidden_sizes=[8]), prep.output_dim, out_dim, prep=prep
+    )
     assert prep.output_dim == 4
     assert model(_tabular_x()).shape == (6, out_dim)
 
@@ -133,7 +137,10 @@ def test_tabular_model_trains():
     x = torch.cat([num, cat[:, None].float()], dim=1)
     prep = _prep(n_num=1, cats=[["a", "b", "c", "d", "e"]])
     model = build_model(
-        _spec(builder="tabular", task="regression", hidden_sizes=[16]), prep.output_dim, 1, prep=prep
+        _spec(builder="tabular", task="regression", hidden_sizes=[16]),
+        prep.output_dim,
+        1,
+        prep=prep,
     )
     opt = torch.optim.Adam(model.parameters(), lr=0.03)
     losses = []
@@ -204,7 +211,10 @@ def test_user_builder_errors(path, match):
 def test_config_builder_values():
     for b in ("mlp", "tabular", "pkg.mod:fn", "a:b"):
         assert ModelConfig(task="regression", builder=b).builder == b
-    assert ModelConfig(task="regression", builder="cnn", image_shape=[1, 8, 8]).conv_channels == [16, 32]
+    assert ModelConfig(task="regression", builder="cnn", image_shape=[1, 8, 8]).conv_channels == [
+        16,
+        32,
+    ]
     for bad in ("resnet", "pkg.mod:", ":fn", "pkg-mod:fn", "a:b:c"):
         with pytest.raises(ValueError, match="'mlp', 'tabular', 'cnn'"):
             ModelConfig(task="regression", builder=bad)

@@ -25,7 +25,8 @@ def test_too_many_cpus_are_refused():
 def test_custom_resources_are_checked():
     with pytest.raises(ClusterError) as err:
         check_training_fits(
-            TrainConfig(num_workers=2, resources_per_worker={"accelerator_type:A100": 1}), {"CPU": 8.0}
+            TrainConfig(num_workers=2, resources_per_worker={"accelerator_type:A100": 1}),
+            {"CPU": 8.0},
         )
     assert "accelerator_type:A100" in str(err.value)
 

@@ -121,7 +121,7 @@ def test_split_depends_on_row_content(rows):
     df = staged(rows)
     changed = df.copy()
     changed["x"] = changed["x"] + 1.0
-    moved = (assign_split(df, SplitConfig(), NAMES) != assign_split(changed, SplitConfig(), NAMES))
+    moved = assign_split(df, SplitConfig(), NAMES) != assign_split(changed, SplitConfig(), NAMES)
     assert moved.mean() > 0.3
 
 
@@ -166,9 +166,7 @@ def test_key_split_ignores_other_columns(rows):
     other = df.copy()
     other["x"] = 0.0
     other["city"] = "elsewhere"
-    np.testing.assert_array_equal(
-        assign_split(df, cfg, NAMES), assign_split(other, cfg, NAMES)
-    )
+    np.testing.assert_array_equal(assign_split(df, cfg, NAMES), assign_split(other, cfg, NAMES))
 
 
 def test_key_split_is_the_same_from_csv(rows):

@@ -114,7 +114,9 @@ class FittedPreprocessor:
             y = pd.to_numeric(values).astype("float64").to_numpy()
             return ((y - self.target_mean) / self.target_std).astype(np.float32)
         index = {_key(v): i for i, v in enumerate(self.classes or [])}
-        out = np.fromiter((index.get(_key(v), -1) for v in values), dtype=np.int64, count=len(values))
+        out = np.fromiter(
+            (index.get(_key(v), -1) for v in values), dtype=np.int64, count=len(values)
+        )
         if (out < 0).any():
             unknown = sorted({str(v) for v, o in zip(values, out, strict=True) if o < 0})[:5]
             raise ValueError(f"labels not among the known classes: {unknown}")
@@ -204,7 +206,10 @@ def fit_preprocessor(
 
     aggs: list[Any] = [Count()]
     if task == "regression":
-        aggs += [Mean(target, alias_name="target_mean"), Std(target, ddof=0, alias_name="target_std")]
+        aggs += [
+            Mean(target, alias_name="target_mean"),
+            Std(target, ddof=0, alias_name="target_std"),
+        ]
     for c in numeric:
         aggs += [Mean(c, alias_name=f"mean:{c}"), Std(c, ddof=0, alias_name=f"std:{c}")]
     for c in categorical:
@@ -217,7 +222,9 @@ def fit_preprocessor(
         )
     stats = train_ds.aggregate(*aggs)
     if not stats or not stats.get("count()"):
-        raise DataValidationError("the train split is empty; add data or change data.split fractions")
+        raise DataValidationError(
+            "the train split is empty; add data or change data.split fractions"
+        )
 
     num_state = []
     for c in numeric:

@@ -100,9 +100,7 @@ def _expand(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
         except OSError as exc:
             raise DataSourceError(f"cannot list '{scheme}{base}' for glob '{uri}': {exc}") from None
         files = sorted(
-            i.path
-            for i in infos
-            if i.type == pafs.FileType.File and _glob_match(i.path, path)
+            i.path for i in infos if i.type == pafs.FileType.File and _glob_match(i.path, path)
         )
         if not files:
             raise DataSourceError(
@@ -138,7 +136,9 @@ def resolve_sources(paths: str | list[str], fmt: str = "auto") -> SourceFiles:
     """
     paths = [paths] if isinstance(paths, str) else list(paths)
     if not paths:
-        raise DataSourceError("data.path is an empty list; give at least one file, directory or glob")
+        raise DataSourceError(
+            "data.path is an empty list; give at least one file, directory or glob"
+        )
     files: list[str] = []
     uris: list[str] = []
     filesystem: pafs.FileSystem | None = None
@@ -154,7 +154,11 @@ def resolve_sources(paths: str | list[str], fmt: str = "auto") -> SourceFiles:
     if fmt == "auto":
         kinds = {_EXTENSIONS.get(os.path.splitext(f)[1].lower()) for f in files}
         if None in kinds:
-            bad = next(u for f, u in zip(files, uris, strict=True) if os.path.splitext(f)[1].lower() not in _EXTENSIONS)
+            bad = next(
+                u
+                for f, u in zip(files, uris, strict=True)
+                if os.path.splitext(f)[1].lower() not in _EXTENSIONS
+            )
             raise DataSourceError(
                 f"cannot tell the format of '{bad}' from its extension; set data.format to "
                 "parquet or csv"
@@ -215,6 +219,4 @@ def read_dataset(
         strings_can_be_null=True,
         include_columns=keep or [],
     )
-    return ray.data.read_csv(
-        sources.files, filesystem=sources.filesystem, convert_options=convert
-    )
+    return ray.data.read_csv(sources.files, filesystem=sources.filesystem, convert_options=convert)

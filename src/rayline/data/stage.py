@@ -60,7 +60,9 @@ class _StageBatch:
         out = validate_batch(batch, self.columns)
         bad = out[REASON_COL].notna().to_numpy()
         # object dtype: a fixed-width numpy string array would cut "quarantine" to "quara".
-        where = assign_split(out.drop(columns=[REASON_COL]), self.split, list(self.columns)).astype(object)
+        where = assign_split(out.drop(columns=[REASON_COL]), self.split, list(self.columns)).astype(
+            object
+        )
         where[bad] = QUARANTINE
         out[SPLIT_COL] = where
         return out
@@ -90,13 +92,18 @@ MARKER = "_rayline_stage.json"
 def _contract_hash(cfg: PipelineConfig) -> str:
     """Hash of what decides staged content besides the input: the schema and the split."""
     blob = json.dumps(
-        {"schema": cfg.schema_.model_dump(mode="json"), "split": cfg.data.split.model_dump(mode="json")},
+        {
+            "schema": cfg.schema_.model_dump(mode="json"),
+            "split": cfg.data.split.model_dump(mode="json"),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _reusable_counts(fs: pafs.FileSystem, root: str, fingerprint: str, contract: str) -> dict[str, int] | None:
+def _reusable_counts(
+    fs: pafs.FileSystem, root: str, fingerprint: str, contract: str
+) -> dict[str, int] | None:
     """Partition counts of a complete earlier staging of the same data and contract, else None.
 
     The marker is written only after every partition was written and counted, so a run that
@@ -160,7 +167,11 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
         ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
         counts = _partition_counts(fs, inner)
         with fs.open_output_stream(f"{inner}/{MARKER}") as f:
-            f.write(json.dumps({"fingerprint": fingerprint, "contract": contract, "counts": counts}).encode())
+            f.write(
+                json.dumps(
+                    {"fingerprint": fingerprint, "contract": contract, "counts": counts}
+                ).encode()
+            )
 
     rows_q = counts[QUARANTINE]
     rows_ok = sum(counts[s] for s in SPLITS)

@@ -173,24 +173,38 @@ def validate_batch(batch: pd.DataFrame, columns: dict[str, ColumnSpec]) -> pd.Da
         raw = batch[col] if col in batch.columns else pd.Series([None] * n, index=batch.index)
         values, unparsable = _coerce(raw, spec.type)
         raw_np = raw.to_numpy(dtype=object)
-        add(unparsable, lambda idx, c=col, s=spec, r=raw_np: [f"{c}: not a {s.type} ({r[i]!r})" for i in idx])
+        add(
+            unparsable,
+            lambda idx, c=col, s=spec, r=raw_np: [f"{c}: not a {s.type} ({r[i]!r})" for i in idx],
+        )
         null = values.isna().to_numpy() & ~unparsable
         if not spec.nullable:
             add(null, f"{col}: null in a non-nullable column")
         if spec.min is not None or spec.max is not None:
             arr = values.astype("float64").to_numpy(na_value=np.nan)
             if spec.min is not None:
-                add(arr < spec.min, lambda idx, c=col, s=spec, a=arr: [f"{c}: {a[i]:g} < min {s.min:g}" for i in idx])
+                add(
+                    arr < spec.min,
+                    lambda idx, c=col, s=spec, a=arr: [
+                        f"{c}: {a[i]:g} < min {s.min:g}" for i in idx
+                    ],
+                )
             if spec.max is not None:
-                add(arr > spec.max, lambda idx, c=col, s=spec, a=arr: [f"{c}: {a[i]:g} > max {s.max:g}" for i in idx])
+                add(
+                    arr > spec.max,
+                    lambda idx, c=col, s=spec, a=arr: [
+                        f"{c}: {a[i]:g} > max {s.max:g}" for i in idx
+                    ],
+                )
         if spec.allowed is not None:
             present = ~values.isna().to_numpy()
             allowed = values.isin(spec.allowed).fillna(False).to_numpy(dtype=bool)
             vals = values.to_numpy(dtype=object)
-            add(present & ~allowed, lambda idx, c=col, v=vals: [f"{c}: {v[i]!r} not in allowed values" for i in idx])
+            add(
+                present & ~allowed,
+                lambda idx, c=col, v=vals: [f"{c}: {v[i]!r} not in allowed values" for i in idx],
+            )
         out[col] = values.reset_index(drop=True)
     result = pd.DataFrame(out)
-    result[REASON_COL] = pd.Series(
-        [r if r else None for r in reasons], dtype="string"
-    )
+    result[REASON_COL] = pd.Series([r if r else None for r in reasons], dtype="string")
     return result

@@ -44,7 +44,12 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
 
@@ -53,7 +58,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`rng_state`."""
     random.setstate(_tuplify(state["python"]))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     torch.set_rng_state(state["torch"])
 
 
@@ -76,7 +83,9 @@ class ShardCache:
     the cache gives up and every epoch streams again, so large shards keep bounded memory.
     """
 
-    def __init__(self, data_iter, batch_size: int, max_bytes: int, device, seed: int, shuffle: bool):
+    def __init__(
+        self, data_iter, batch_size: int, max_bytes: int, device, seed: int, shuffle: bool
+    ):
         self.data_iter = data_iter
         self.batch_size = batch_size
         self.max_bytes = max_bytes
@@ -157,7 +166,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = build_model(config["model"], prep.output_dim, prep.num_outputs, prep=prep)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
-    optimizer = _make_optimizer(tcfg["optimizer"], model.parameters(), tcfg["lr"], tcfg["weight_decay"])
+    optimizer = _make_optimizer(
+        tcfg["optimizer"], model.parameters(), tcfg["lr"], tcfg["weight_decay"]
+    )
     accum = int(tcfg.get("grad_accum_steps", 1))
     batch_size = int(tcfg["batch_size"])
     epochs = int(tcfg["epochs"])
@@ -183,8 +194,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # A restarted worker group resumes exactly where the last checkpoint left off.
         with checkpoint.as_directory() as d:
             if not os.path.exists(os.path.join(d, COMPLETE_FILE)):
-                raise RuntimeError(f"checkpoint {checkpoint.path} is incomplete (no {COMPLETE_FILE})")
-            _unwrap(model).load_state_dict(torch.load(os.path.join(d, WEIGHTS_FILE), weights_only=True))
+                raise RuntimeError(
+                    f"checkpoint {checkpoint.path} is incomplete (no {COMPLETE_FILE})"
+                )
+            _unwrap(model).load_state_dict(
+                torch.load(os.path.join(d, WEIGHTS_FILE), weights_only=True)
+            )
             state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -194,10 +209,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     ledger = _Ledger(config.get("ledger_dir"), rank, global_step)
     train_data = ShardCache(
-        ray.train.get_dataset_shard("train"), batch_size, int(tcfg["cache_mb"] * 2**20), device, seed, shuffle=True
+        ray.train.get_dataset_shard("train"),
+        batch_size,
+        int(tcfg["cache_mb"] * 2**20),
+        device,
+        seed,
+        shuffle=True,
     )
     val_data = ShardCache(
-        ray.train.get_dataset_shard("val"), batch_size, int(tcfg["cache_mb"] * 2**20), device, seed, shuffle=False
+        ray.train.get_dataset_shard("val"),
+        batch_size,
+        int(tcfg["cache_mb"] * 2**20),
+        device,
+        seed,
+        shuffle=False,
     )
 
     for epoch in range(start_epoch, epochs):
@@ -214,9 +239,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # Gradients are all-reduced only on the micro-step that steps the optimizer;
             # syncing every micro-batch would multiply the communication by `accum`.
             sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
-            with sync, torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with (
+                sync,
+                torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16),
+            ):
                 out = model(x)
-                loss = loss_fn(out.squeeze(-1).float() if prep.task == "regression" else out.float(), y)
+                loss = loss_fn(
+                    out.squeeze(-1).float() if prep.task == "regression" else out.float(), y
+                )
                 (loss / accum).backward()
             loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
             window[0] += loss.item() * len(y)
@@ -378,7 +408,18 @@ class _Ledger:
     def record(self, epoch: int, step: int) -> None:
         if self.path:
             with open(self.path, "a") as f:
-                f.write(json.dumps({"attempt": self.attempt, "restored_at": self.start_step, "epoch": epoch, "step": step, "pid": os.getpid()}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "attempt": self.attempt,
+                            "restored_at": self.start_step,
+                            "epoch": epoch,
+                            "step": step,
+                            "pid": os.getpid(),
+                        }
+                    )
+                    + "\n"
+                )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -82,7 +82,8 @@ class TabularNet(nn.Module):
         self.num_numeric = int(num_numeric)
         self.cardinalities = [int(c) for c in cardinalities]
         self.embeddings = nn.ModuleList(
-            nn.Embedding(card, dim) for card, dim in zip(self.cardinalities, embedding_dims, strict=True)
+            nn.Embedding(card, dim)
+            for card, dim in zip(self.cardinalities, embedding_dims, strict=True)
         )
         self.head = build_mlp(
             self.num_numeric + sum(embedding_dims), out_dim, hidden_sizes, dropout, activation
@@ -294,7 +295,9 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(model_cfg: dict[str, Any], in_dim: int, out_dim: int, prep: Any = None) -> nn.Module:
+def build_model(
+    model_cfg: dict[str, Any], in_dim: int, out_dim: int, prep: Any = None
+) -> nn.Module:
     """Build the network named by ``model_cfg["builder"]`` from a plain dict of its config.
 
     ``prep`` is the :class:`~rayline.data.features.FittedPreprocessor`; the ``tabular``

@@ -97,7 +97,9 @@ def make_trainer(
         # order on every run, which is what makes a CPU rerun repeat its metrics.
         dataset_config=ray.train.DataConfig(
             datasets_to_split=["train"],
-            execution_options=ExecutionOptions(preserve_order=bool(tcfg.get("deterministic", True))),
+            execution_options=ExecutionOptions(
+                preserve_order=bool(tcfg.get("deterministic", True))
+            ),
         ),
         datasets=datasets,
         run_config=ray.train.RunConfig(
@@ -182,5 +184,9 @@ def fetch_checkpoint(path: str, storage_path: str, dest: str) -> str:
     import pyarrow.fs as pafs
     import ray.train
 
-    fs = pafs.FileSystem.from_uri(storage_path)[0] if "://" in storage_path else pafs.LocalFileSystem()
+    fs = (
+        pafs.FileSystem.from_uri(storage_path)[0]
+        if "://" in storage_path
+        else pafs.LocalFileSystem()
+    )
     return ray.train.Checkpoint(path=path, filesystem=fs).to_directory(dest)
