@@ -169,16 +169,25 @@ def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     )
 
 
-def test_rerun_with_the_same_run_name_resumes_and_refuses_a_changed_config(first_run, workspace):
-    cfg, first = first_run
-    again = run_pipeline(cfg)  # same config, same run_name "first"
+def test_rerun_with_the_same_run_name_resumes_and_refuses_a_changed_config(workspace, ray_session):
+    cfg = _cfg(
+        workspace,
+        train={"epochs": 2, "num_workers": 1, "metric": "log_loss"},
+        evaluate={"baseline": False},
+        runtime={"run_name": "resumable"},
+    )
+    first = run_pipeline(cfg)
+    again = run_pipeline(cfg)  # same config, same run name: resumes
     stage_times = {s.name: s.seconds for s in again.stages}
     assert again.data_report["splits"] == first.data_report["splits"]
     assert stage_times["validate+split"] < 2  # the staged data was reused, not rewritten
+    # Ray Train restored the finished run's checkpoint instead of training again.
+    assert again.train["metrics"]["val_log_loss"] == pytest.approx(first.train["metrics"]["val_log_loss"])
     changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})})
     with pytest.raises(ConfigError) as err:
         run_pipeline(changed)
-    assert "run 'first' already exists" in str(err.value) and "runtime.run_name" in str(err.value)
+    msg = str(err.value)
+    assert "run 'resumable' already exists" in msg and "runtime.run_name" in msg
 
 
 def test_missing_column_names_the_file_and_column(ray_session, workspace, tmp_path):

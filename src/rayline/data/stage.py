@@ -101,10 +101,10 @@ def _contract_hash(cfg: PipelineConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _reusable_counts(
+def _reusable_marker(
     fs: pafs.FileSystem, root: str, fingerprint: str, contract: str
-) -> dict[str, int] | None:
-    """Partition counts of a complete earlier staging of the same data and contract, else None.
+) -> dict[str, Any] | None:
+    """The marker of a complete earlier staging of the same data and contract, else None.
 
     The marker is written only after every partition was written and counted, so a run that
     died mid-write leaves no marker and is staged again.
@@ -116,7 +116,20 @@ def _reusable_counts(
         return None
     if marker.get("fingerprint") != fingerprint or marker.get("contract") != contract:
         return None
-    return {k: int(v) for k, v in marker["counts"].items()}
+    return {
+        "counts": {k: int(v) for k, v in marker["counts"].items()},
+        "top_reasons": marker.get("top_reasons", []),
+    }
+
+
+def _top_reasons(staged: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The most frequent quarantine reasons with their row counts."""
+    from ray.data.aggregate import ValueCounter
+
+    qds = read_split(staged, QUARANTINE)
+    vc = qds.aggregate(ValueCounter(REASON_COL, alias_name="r"))["r"]
+    pairs = sorted(zip(vc["values"], vc["counts"], strict=True), key=lambda p: -p[1])
+    return [{"reason": r, "rows": int(n)} for r, n in pairs[:limit]]
 
 
 def split_path(staged_path: str, split: str) -> str:
@@ -152,9 +165,10 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
     staged = f"{out_dir}/staged"
     fs, inner = pafs.FileSystem.from_uri(staged if "://" in staged else os.path.abspath(staged))
     contract = _contract_hash(cfg)
-    counts = _reusable_counts(fs, inner, fingerprint, contract)
-    if counts is not None:
+    reused = _reusable_marker(fs, inner, fingerprint, contract)
+    if reused is not None:
         log.info("reusing staged data at %s (same input fingerprint and contract)", staged)
+        counts, top = reused["counts"], reused["top_reasons"]
     else:
         # Anything already there is a half-written or stale attempt: Ray Data appends, so
         # writing over it would count rows twice.
@@ -166,25 +180,20 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
         ds = ds.map_batches(_StageBatch(cfg), batch_format="pandas")
         ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
         counts = _partition_counts(fs, inner)
+        top = _top_reasons(staged) if counts[QUARANTINE] else []
+        marker = {
+            "fingerprint": fingerprint,
+            "contract": contract,
+            "counts": counts,
+            "top_reasons": top,
+        }
         with fs.open_output_stream(f"{inner}/{MARKER}") as f:
-            f.write(
-                json.dumps(
-                    {"fingerprint": fingerprint, "contract": contract, "counts": counts}
-                ).encode()
-            )
+            f.write(json.dumps(marker).encode())
 
     rows_q = counts[QUARANTINE]
     rows_ok = sum(counts[s] for s in SPLITS)
     rows_in = rows_ok + rows_q
     bad_fraction = rows_q / rows_in if rows_in else 0.0
-    top: list[dict[str, Any]] = []
-    if rows_q:
-        from ray.data.aggregate import ValueCounter
-
-        qds = read_split(staged, QUARANTINE)
-        vc = qds.aggregate(ValueCounter(REASON_COL, alias_name="r"))["r"]
-        pairs = sorted(zip(vc["values"], vc["counts"], strict=True), key=lambda p: -p[1])
-        top = [{"reason": r, "rows": int(n)} for r, n in pairs[:10]]
     report = DataReport(
         files=list(sources.uris),
         fingerprint=fingerprint,
