@@ -166,6 +166,7 @@ def run_rayline_loop(x, y, args, device, use_bf16: bool, tmp: str) -> tuple[list
         _sync(device)
         started = time.perf_counter()
         micro = 0
+        window = [0.0, 0, time.perf_counter()]  # train.log_every_n_steps window (unset here)
         optimizer.zero_grad(set_to_none=True)
         # -- the body of train_loop_per_worker's epoch, statement for statement --
         for batch in cache.epoch(epoch):
@@ -181,6 +182,8 @@ def run_rayline_loop(x, y, args, device, use_bf16: bool, tmp: str) -> tuple[list
                 loss = loss_fn(out.float(), yb)
                 (loss / accum).backward()
             loss_sum += torch.tensor([loss.item() * len(yb), len(yb)], dtype=torch.float64)
+            window[0] += loss.item() * len(yb)
+            window[1] += len(yb)
             if last_micro:
                 _step(model, optimizer, scheduler, clip)
                 global_step += 1
