@@ -8,7 +8,7 @@ AdamW and bf16 autocast, data already on the GPU:
 * ``limit+item``       -- diagnostic: the limit plus one ``loss.item()`` per step (the host sync
   rayline's loop does to accumulate the loss), to show what that sync alone costs.
 * ``rayline-loop``     -- rayline's per-step path WITHOUT Ray: its real ``ShardCache`` serving
-  the shard from device memory, its ``_make_optimizer``, LambdaLR over ``lr_factor``, ``_step``
+  the shard from device memory, its ``_make_optimizer``, LambdaLR over ``lr_factor``, ``_optimizer_step``
   and step ``_Ledger``, and the loop body of ``train_loop_per_worker`` reproduced statement
   for statement (autocast, ``loss.item()`` accumulation). Only the Ray Train wrapper is absent.
   If rayline cannot be imported (no pandas, say) a replica of the same statements is used and
@@ -136,12 +136,12 @@ def run_limit(x, y, args, device, use_bf16: bool, item_per_step: bool = False) -
 def run_rayline_loop(x, y, args, device, use_bf16: bool, tmp: str) -> tuple[list[float], str]:
     """rayline's per-step path in this process (no Ray); returns epoch seconds and the label."""
     try:
-        from rayline.train.loop import ShardCache, _Ledger, _make_optimizer, _step
+        from rayline.train.loop import ShardCache, _Ledger, _make_optimizer, _optimizer_step
         from rayline.train.schedules import lr_factor
 
         label = "rayline-loop"
     except Exception:  # replicas of the same statements, honestly labelled
-        ShardCache, _Ledger, _make_optimizer, _step, lr_factor = _replicas()
+        ShardCache, _Ledger, _make_optimizer, _optimizer_step, lr_factor = _replicas()
         label = "rayline-loop-replica"
 
     torch.manual_seed(0)
@@ -181,13 +181,14 @@ def run_rayline_loop(x, y, args, device, use_bf16: bool, tmp: str) -> tuple[list
                 out = model(xb)
                 loss = loss_fn(out.float(), yb)
                 (loss / accum).backward()
-            loss_sum += torch.tensor([loss.item() * len(yb), len(yb)], dtype=torch.float64)
-            window[0] += loss.item() * len(yb)
+            batch_loss = loss.item() * len(yb)
+            loss_sum += torch.tensor([batch_loss, len(yb)], dtype=torch.float64)
+            window[0] += batch_loss
             window[1] += len(yb)
             if last_micro:
-                _step(model, optimizer, scheduler, clip)
-                global_step += 1
-                ledger.record(epoch, global_step)
+                global_step = _optimizer_step(
+                    model, optimizer, scheduler, clip, global_step, epoch, ledger
+                )
         _sync(device)
         times.append(time.perf_counter() - started)
     return times, label
@@ -239,15 +240,17 @@ def _replicas():
     def _make_optimizer(name, params, lr, weight_decay):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
-    def _step(model, optimizer, scheduler, clip):
+    def _optimizer_step(model, optimizer, scheduler, clip, global_step, epoch, ledger):
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        ledger.record(epoch, global_step + 1)
+        return global_step + 1
 
     def lr_factor(step, total_steps, kind, warmup_fraction=0.0):
         return 1.0
 
-    return ShardCache, _Ledger, _make_optimizer, _step, lr_factor
+    return ShardCache, _Ledger, _make_optimizer, _optimizer_step, lr_factor
 
 
 def _synth_batch(batch: dict, in_dim: int, classes: int) -> dict:

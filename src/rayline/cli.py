@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -51,6 +53,17 @@ def _crash(exc: Exception, verbose: bool) -> None:
     raise typer.Exit(code=1)
 
 
+@contextmanager
+def _user_errors(verbose: bool = False) -> Iterator[None]:
+    """Turn errors into one clear line and an exit code: 2 for the user's, 1 for ours."""
+    try:
+        yield
+    except RaylineError as exc:
+        _fail(exc)
+    except Exception as exc:
+        _crash(exc, verbose)
+
+
 def _stage_line(timing) -> None:
     typer.echo(f"[rayline] {timing.name:<15} {timing.seconds:6.1f}s  {timing.summary}", err=True)
 
@@ -69,18 +82,12 @@ def run(
     from rayline.pipeline import format_summary, run_pipeline
 
     _setup_logging(verbose)
-    try:
+    with _user_errors(verbose):
         cfg = load_config(config, overrides or [])
         if verbose:
             cfg.runtime.log_to_driver = True
         logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
         result = run_pipeline(cfg, on_stage=_stage_line)
-    except RaylineError as exc:
-        _fail(exc)
-        return
-    except Exception as exc:
-        _crash(exc, verbose)
-        return
     typer.echo(format_summary(result, cfg.registry.alias))
     if fail_on_reject and result.gate and not result.gate["passed"]:
         raise typer.Exit(code=3)
@@ -93,15 +100,9 @@ def validate(config: ConfigArg, overrides: OverridesArg = None) -> None:
     from rayline.pipeline import run_validation
 
     _setup_logging(False)
-    try:
+    with _user_errors():
         cfg = load_config(config, overrides or [])
         report = run_validation(cfg, on_stage=_stage_line)
-    except RaylineError as exc:
-        _fail(exc)
-        return
-    except Exception as exc:
-        _crash(exc, False)
-        return
     typer.echo(json.dumps(report.to_dict(), indent=2))
 
 
@@ -110,11 +111,8 @@ def show_config(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Print the fully resolved config (defaults filled in, overrides applied)."""
     from rayline.config import load_config
 
-    try:
+    with _user_errors():
         cfg = load_config(config, overrides or [])
-    except RaylineError as exc:
-        _fail(exc)
-        return
     typer.echo(cfg.to_yaml(), nl=False)
 
 

@@ -182,7 +182,9 @@ def test_rerun_with_the_same_run_name_resumes_and_refuses_a_changed_config(works
     assert again.data_report["splits"] == first.data_report["splits"]
     assert stage_times["validate+split"] < 2  # the staged data was reused, not rewritten
     # Ray Train restored the finished run's checkpoint instead of training again.
-    assert again.train["metrics"]["val_log_loss"] == pytest.approx(first.train["metrics"]["val_log_loss"])
+    assert again.train["metrics"]["val_log_loss"] == pytest.approx(
+        first.train["metrics"]["val_log_loss"]
+    )
     changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})})
     with pytest.raises(ConfigError) as err:
         run_pipeline(changed)

@@ -208,22 +208,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         set_rng_state(state["rng"])
 
     ledger = _Ledger(config.get("ledger_dir"), rank, global_step)
+    cache_bytes = int(tcfg["cache_mb"] * 2**20)
     train_data = ShardCache(
-        ray.train.get_dataset_shard("train"),
-        batch_size,
-        int(tcfg["cache_mb"] * 2**20),
-        device,
-        seed,
-        shuffle=True,
+        ray.train.get_dataset_shard("train"), batch_size, cache_bytes, device, seed, shuffle=True
     )
     val_data = ShardCache(
-        ray.train.get_dataset_shard("val"),
-        batch_size,
-        int(tcfg["cache_mb"] * 2**20),
-        device,
-        seed,
-        shuffle=False,
+        ray.train.get_dataset_shard("val"), batch_size, cache_bytes, device, seed, shuffle=False
     )
+    history_dir = config.get("history_dir") if rank == 0 else None
 
     for epoch in range(start_epoch, epochs):
         model.train()
@@ -248,34 +240,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     out.squeeze(-1).float() if prep.task == "regression" else out.float(), y
                 )
                 (loss / accum).backward()
-            loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
-            window[0] += loss.item() * len(y)
+            batch_loss = loss.item() * len(y)  # one device sync per micro-batch
+            loss_sum += torch.tensor([batch_loss, len(y)], dtype=torch.float64)
+            window[0] += batch_loss
             window[1] += len(y)
             if last_micro:
-                _step(model, optimizer, scheduler, clip)
-                global_step += 1
-                ledger.record(epoch, global_step)
-                if log_every and global_step % log_every == 0:
-                    if rank == 0 and config.get("history_dir"):
-                        now = time.perf_counter()
-                        write_step_row(
-                            config["history_dir"],
-                            {
-                                "global_step": global_step,
-                                "epoch": epoch + 1,
-                                "train_loss": window[0] / max(window[1], 1),
-                                "lr": float(optimizer.param_groups[0]["lr"]),
-                                "samples_per_s": window[1] * world / max(now - window[2], 1e-9),
-                            },
-                        )
-                    window = [0.0, 0, time.perf_counter()]
+                global_step = _optimizer_step(
+                    model, optimizer, scheduler, clip, global_step, epoch, ledger
+                )
+                window = _log_step(
+                    history_dir, log_every, global_step, epoch, window, world, optimizer
+                )
         if micro % accum:
             # Leftover micro-batches at the end of the epoch still make one (smaller) step;
             # their gradients were not synced yet, so sync them by a plain all-reduce.
             _sync_grads(model)
-            _step(model, optimizer, scheduler, clip)
-            global_step += 1
-            ledger.record(epoch, global_step)
+            global_step = _optimizer_step(
+                model, optimizer, scheduler, clip, global_step, epoch, ledger
+            )
+            window = _log_step(history_dir, log_every, global_step, epoch, window, world, optimizer)
         elapsed = time.perf_counter() - started
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(loss_sum)
@@ -372,12 +355,44 @@ def read_history(directory: str, prefix: str = "epoch-") -> list[dict[str, Any]]
     return rows
 
 
-def _step(model: nn.Module, optimizer, scheduler, clip: float | None) -> None:
+def _optimizer_step(
+    model: nn.Module, optimizer, scheduler, clip: float | None, global_step: int, epoch: int, ledger
+) -> int:
+    """Clip, step, schedule, zero; record the new global step in the ledger and return it."""
     if clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    global_step += 1
+    ledger.record(epoch, global_step)
+    return global_step
+
+
+def _log_step(
+    history_dir: str | None,
+    log_every: int | None,
+    global_step: int,
+    epoch: int,
+    window: list,
+    world: int,
+    optimizer,
+) -> list:
+    """Write step metrics (rank 0) every ``log_every`` steps; return the window, reset if due."""
+    if not log_every or global_step % log_every:
+        return window
+    if history_dir:
+        write_step_row(
+            history_dir,
+            {
+                "global_step": global_step,
+                "epoch": epoch + 1,
+                "train_loss": window[0] / max(window[1], 1),
+                "lr": float(optimizer.param_groups[0]["lr"]),
+                "samples_per_s": window[1] * world / max(time.perf_counter() - window[2], 1e-9),
+            },
+        )
+    return [0.0, 0, time.perf_counter()]
 
 
 def _sync_grads(model: nn.Module) -> None:
