@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,15 +57,32 @@ class DataConfig(_Section):
 
     path: str | list[str] = Field(
         ...,
-        description="A file, directory or glob (or a list of them) of Parquet or CSV files. "
-        "Local paths are relative to the working directory; s3:// and gs:// URIs go through "
-        "pyarrow filesystems.",
+        description="A file, directory, glob or hive-partitioned tree (or a list of them) of "
+        "Parquet, CSV or JSON Lines files. Local paths are relative to the working directory; "
+        "s3:// and gs:// URIs go through pyarrow filesystems with credentials from the "
+        "environment. Hive `key=value` directory names become columns.",
     )
-    format: Literal["auto", "parquet", "csv"] = Field(
-        "auto", description="File format; 'auto' decides by file extension."
+    format: Literal["auto", "parquet", "csv", "json"] = Field(
+        "auto",
+        description="File format; 'auto' decides by file extension (.parquet/.pq, .csv, "
+        ".jsonl/.ndjson/.json). 'json' means JSON Lines: one object per line.",
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint for s3:// paths (MinIO, Ceph, a local test "
+        "server), e.g. http://localhost:9000. Default: AWS_ENDPOINT_URL, else AWS itself.",
+    )
+    on_unreadable_row: Literal["quarantine", "fail"] = Field(
+        "quarantine",
+        description="A CSV row with the wrong number of fields or a JSON line that does not "
+        "parse: quarantine it (file, line and text in the reason; it counts as a bad row) or "
+        "fail the run naming it.",
     )
     target: str = Field(..., description="The label column; it must be declared in `schema`.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
+
+
+RULES = ("type", "nullable", "min", "max", "allowed", "regex", "unique")
 
 
 class ColumnSpec(_Section):
@@ -77,6 +95,21 @@ class ColumnSpec(_Section):
     allowed: list[Any] | None = Field(
         None, description="The only values allowed (e.g. the categories of a string column)."
     )
+    regex: str | None = Field(
+        None,
+        description="A regular expression every non-null value must match in full (string "
+        "columns), e.g. '^[A-Z]{2}-[0-9]{6}$'.",
+    )
+    unique: bool = Field(
+        False,
+        description="No two rows may share a value (a key column). Every row of a duplicated "
+        "value is quarantined: which copy is right cannot be told.",
+    )
+    on_violation: Literal["quarantine", "fail"] | None = Field(
+        None,
+        description="What a broken rule of this column does: quarantine the row, or fail "
+        "the run. Default: schema.on_violation.",
+    )
 
     @model_validator(mode="after")
     def _check_bounds(self) -> ColumnSpec:
@@ -84,6 +117,13 @@ class ColumnSpec(_Section):
             raise ValueError(f"min/max apply to numeric columns, not to type '{self.type}'")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if self.regex is not None:
+            if self.type != "string":
+                raise ValueError(f"regex applies to string columns, not to type '{self.type}'")
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
         return self
 
 
@@ -100,6 +140,39 @@ class SchemaConfig(_Section):
         description="The run fails if more than this fraction of rows break a row rule; "
         "below it, bad rows go to quarantine with a reason.",
     )
+    max_bad_fraction_by_rule: dict[str, float] = Field(
+        default_factory=dict,
+        description="Tighter limits for single rules, keyed '<column>.<rule>' (rules: "
+        + ", ".join(RULES)
+        + ") or 'row.unreadable', e.g. {'email.regex': 0.001}: the fraction of rows breaking "
+        "that rule.",
+    )
+    on_violation: Literal["quarantine", "fail"] = Field(
+        "quarantine",
+        description="What a broken row rule does by default: quarantine the row (the run "
+        "fails only past max_bad_fraction), or fail the run at the first rule broken.",
+    )
+
+    @model_validator(mode="after")
+    def _check_rule_limits(self) -> SchemaConfig:
+        problems = []
+        for key, limit in self.max_bad_fraction_by_rule.items():
+            col, _, rule = key.rpartition(".")
+            if key != "row.unreadable" and (col not in self.columns or rule not in RULES):
+                problems.append(
+                    f"max_bad_fraction_by_rule: '{key}' is not '<declared column>.<rule>' "
+                    f"(rules: {', '.join(RULES)}) or 'row.unreadable'"
+                )
+            if not 0 <= limit <= 1:
+                problems.append(f"max_bad_fraction_by_rule.{key}: {limit} is not in [0, 1]")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def on_violation_of(self, column: str) -> str:
+        """``"quarantine"`` or ``"fail"`` for a rule of ``column``."""
+        spec = self.columns.get(column)
+        return (spec.on_violation if spec else None) or self.on_violation
 
 
 class FeaturesConfig(_Section):

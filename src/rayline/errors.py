@@ -41,3 +41,29 @@ class RegistryError(RaylineError):
 
 class ClusterError(RaylineError):
     """Ray could not be started or reached, or a resource request cannot fit the cluster."""
+
+
+def find_user_error(exc: BaseException) -> RaylineError | None:
+    """The :class:`RaylineError` that ``exc`` wraps, if any, as a clean instance.
+
+    Ray re-raises an exception from a task wrapped in ``RayTaskError`` (a subclass of both,
+    whose text carries the remote traceback) and Ray Data may wrap that again. The user
+    should see the original message, once, so the chain is walked to the innermost
+    rayline error and a fresh one with its message is returned.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    found: RaylineError | None = None
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, RaylineError) and type(e).__module__ == __name__:
+            found = e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    if found is None:
+        return None
+    if isinstance(found, ConfigError):
+        return found
+    return type(found)(str(found.args[0]) if found.args else str(found))

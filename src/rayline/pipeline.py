@@ -102,7 +102,7 @@ def _write_json(path: Path, data: Any) -> None:
 def ingest_and_validate(cfg: PipelineConfig, run_dir: str, stages: _Stages) -> stage.DataReport:
     """Resolve inputs, check file schemas, then validate + split every row into staged Parquet."""
     with stages("ingest") as t:
-        sources = ingest.resolve_sources(cfg.data.path, cfg.data.format)
+        sources = ingest.resolve_sources(cfg.data.path, cfg.data.format, cfg.data.endpoint_url)
         fingerprint = ingest.fingerprint(sources)
         validate.check_file_schemas(sources, cfg.schema_.columns)
         t.summary = f"{len(sources.files)} {sources.format} file(s), fingerprint {fingerprint[:12]}"

@@ -7,7 +7,7 @@ import os
 import pyarrow.fs as pafs
 import pytest
 
-from rayline.data.ingest import fingerprint, resolve_sources
+from rayline.data.ingest import fingerprint, hive_values, resolve_sources
 from rayline.errors import DataSourceError
 
 
@@ -182,20 +182,20 @@ def test_glob_under_a_missing_directory(tmp_path):
 
 def test_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataSourceError, match="holds no .parquet or .csv files") as exc:
+    with pytest.raises(DataSourceError, match="holds no data files") as exc:
         resolve_sources(str(tmp_path / "empty"))
     assert str(tmp_path / "empty") in str(exc.value)
 
 
 def test_directory_with_only_side_files(tmp_path):
     touch(tmp_path, "_SUCCESS", ".x.parquet.crc", "readme.md", "_temporary/part-0.parquet")
-    with pytest.raises(DataSourceError, match="holds no .parquet or .csv files"):
+    with pytest.raises(DataSourceError, match="holds no data files"):
         resolve_sources(str(tmp_path))
 
 
 def test_mixed_parquet_and_csv(tmp_path):
     touch(tmp_path, "a.parquet", "b.csv")
-    with pytest.raises(DataSourceError, match="mixes Parquet and CSV"):
+    with pytest.raises(DataSourceError, match=r"mixes formats \(csv, parquet\)"):
         resolve_sources(str(tmp_path))
     with pytest.raises(DataSourceError, match="set data.format"):
         resolve_sources([str(tmp_path / "a.parquet"), str(tmp_path / "b.csv")])
@@ -207,7 +207,7 @@ def test_unknown_extension_with_auto_format(tmp_path):
     with pytest.raises(DataSourceError, match="cannot tell the format") as exc:
         resolve_sources(path)
     assert path in str(exc.value)
-    assert "set data.format to parquet or csv" in str(exc.value)
+    assert "set data.format to parquet, csv or json" in str(exc.value)
 
 
 def test_empty_list_of_paths():
@@ -254,3 +254,23 @@ def test_fingerprint_tells_apart_the_same_bytes_split_differently(tmp_path):
     assert fingerprint(resolve_sources(str(tmp_path / "one"))) != fingerprint(
         resolve_sources(str(tmp_path / "two"))
     )
+
+
+def test_json_lines_extensions(tmp_path):
+    touch(tmp_path, "a.jsonl", "b.ndjson", "c.json")
+    s = resolve_sources(str(tmp_path))
+    assert s.format == "json" and len(s.files) == 3
+
+
+def test_hive_values_from_a_partitioned_path():
+    assert hive_values("/d/year=2024/region=eu/part-0.parquet") == {"year": "2024", "region": "eu"}
+    assert hive_values("bucket/data/part=a=b/x.csv") == {"part": "a=b"}
+    assert hive_values("/d/x.parquet") == {}
+
+
+def test_hive_tree_resolves_every_partition_file(tmp_path):
+    touch(tmp_path, "year=2024/region=eu/a.parquet", "year=2025/region=us/b.parquet")
+    assert rel(tmp_path, resolve_sources(str(tmp_path))) == [
+        "year=2024/region=eu/a.parquet",
+        "year=2025/region=us/b.parquet",
+    ]

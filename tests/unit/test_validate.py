@@ -10,7 +10,12 @@ import pytest
 
 from rayline.config import ColumnSpec
 from rayline.data.ingest import resolve_sources
-from rayline.data.validate import REASON_COL, check_file_schemas, validate_batch
+from rayline.data.validate import (
+    REASON_COL,
+    RULES_COL,
+    check_file_schemas,
+    validate_batch,
+)
 from rayline.errors import DataValidationError
 
 
@@ -190,7 +195,7 @@ def test_good_rows_have_null_reason():
 def test_output_keeps_only_declared_columns_plus_reason():
     df = pd.DataFrame({"extra": [1, 2], "x": [1.0, 2.0], "s": ["a", "b"]})
     out = validate_batch(df, {"s": spec("string"), "x": spec("float")})
-    assert list(out.columns) == ["s", "x", REASON_COL]
+    assert list(out.columns) == ["s", "x", REASON_COL, RULES_COL]
     assert len(out) == 2
 
 
@@ -212,7 +217,7 @@ def test_missing_declared_column_makes_every_row_bad():
 def test_empty_batch():
     out = validate_batch(pd.DataFrame({"x": pd.Series([], dtype=object)}), {"x": spec("float")})
     assert len(out) == 0
-    assert list(out.columns) == ["x", REASON_COL]
+    assert list(out.columns) == ["x", REASON_COL, RULES_COL]
 
 
 # -- file schema checks ------------------------------------------------------------------------------
@@ -311,3 +316,71 @@ def test_empty_csv_names_the_file(tmp_path):
     with pytest.raises(DataValidationError) as exc:
         check_file_schemas(resolve_sources(str(p)), {"x": spec("float")})
     assert str(p) in str(exc.value)
+
+
+def rules(out: pd.DataFrame) -> list[str | None]:
+    return [None if pd.isna(r) else r for r in out[RULES_COL]]
+
+
+def test_each_broken_rule_is_named_by_id():
+    cols = {
+        "age": spec("int", min=0, max=120),
+        "plan": spec("string", allowed=["free", "pro"]),
+        "email": spec("string", nullable=True, regex=r"[^@\s]+@[^@\s]+\.[a-z]+"),
+    }
+    df = pd.DataFrame(
+        {
+            "age": ["30", "-1", "x", None, "200"],
+            "plan": ["free", "gold", "pro", "pro", "free"],
+            "email": ["a@b.io", "a@b.io", None, "no-at-sign", "A@B.IO"],
+        }
+    )
+    out = validate_batch(df, cols)
+    assert rules(out) == [
+        None,
+        "age.min,plan.allowed",
+        "age.type",
+        "age.nullable,email.regex",
+        "age.max,email.regex",
+    ]
+    assert reasons(out)[3] == (
+        "age: null in a non-nullable column; email: 'no-at-sign' does not match the regex "
+        + cols["email"].regex
+    )
+
+
+def test_regex_must_match_in_full():
+    out = validate_batch(
+        pd.DataFrame({"code": ["AB-123456", "AB-1234567", "xAB-123456"]}),
+        {"code": spec("string", regex=r"[A-Z]{2}-[0-9]{6}")},
+    )
+    assert rules(out) == [None, "code.regex", "code.regex"]
+
+
+def test_duplicated_values_of_a_unique_column_are_all_flagged():
+    out = validate_batch(
+        pd.DataFrame({"id": ["1", "2", "3", "2"]}),
+        {"id": spec("int", unique=True)},
+        duplicates={"id": {2}},
+    )
+    assert rules(out) == [None, "id.unique", None, "id.unique"]
+    assert reasons(out)[1] == "id: duplicate value 2"
+
+
+def test_an_unreadable_row_keeps_its_reason_and_is_not_checked_again():
+    df = pd.DataFrame(
+        {
+            "x": ["1.5", None],
+            REASON_COL: [None, "unreadable row: f.csv line 3: expected 2 fields, got 3"],
+        }
+    )
+    out = validate_batch(df, {"x": spec("float")})
+    assert rules(out) == [None, "row.unreadable"]
+    assert reasons(out) == [None, "unreadable row: f.csv line 3: expected 2 fields, got 3"]
+
+
+def test_regex_on_a_numeric_column_is_a_config_error():
+    with pytest.raises(ValueError, match="regex applies to string columns"):
+        spec("float", regex="x")
+    with pytest.raises(ValueError, match="does not compile"):
+        spec("string", regex="(")

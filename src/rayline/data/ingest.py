@@ -1,9 +1,14 @@
 """Finding input files and reading them lazily with Ray Data.
 
-Paths go through pyarrow filesystems, so a local path, a directory, a glob and an
-``s3://``/``gs://`` URI all take the same route: resolve to a concrete file list on the
-driver (metadata only), then hand the list to ``ray.data.read_parquet``/``read_csv``, which
-streams the bytes on the cluster.
+Paths go through pyarrow filesystems, so a local path, a directory, a glob, a
+hive-partitioned tree (``.../year=2024/region=eu/part-0.parquet``) and an ``s3://``/``gs://``
+URI all take the same route: resolve to a concrete file list on the driver (metadata only),
+then hand the list to Ray Data, which streams the bytes on the cluster. Parquet goes through
+``ray.data.read_parquet``; CSV and JSON Lines go through rayline's own row-accounting
+datasources (:mod:`rayline.data.readers`), so one malformed line is a quarantined row, not a
+failed file. Object-store credentials come from the environment (``AWS_ACCESS_KEY_ID``, ...,
+``GOOGLE_APPLICATION_CREDENTIALS``); ``data.endpoint_url`` (or ``AWS_ENDPOINT_URL``) points
+``s3://`` at an S3-compatible server such as MinIO.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import pyarrow.fs as pafs
 
 from rayline.errors import DataSourceError
 
-_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".json": "json",
+}
+FORMATS = ("parquet", "csv", "json")
 _GLOB_CHARS = set("*?[")
 
 
@@ -33,14 +46,42 @@ class SourceFiles:
 
     def display(self, path: str) -> str:
         """The name a user would recognise for ``path`` (the URI when there is one)."""
-        return dict(zip(self.files, self.uris, strict=True)).get(path, path)
+        return self.display_names().get(path, path)
+
+    def display_names(self) -> dict[str, str]:
+        """Filesystem path -> the URI a user gave (identity for local files)."""
+        return dict(zip(self.files, self.uris, strict=True))
 
 
-def _to_fs(uri: str) -> tuple[pafs.FileSystem, str, str]:
+def hive_values(path: str) -> dict[str, str]:
+    """``key=value`` directory segments of a hive-partitioned path, outermost first."""
+    out = {}
+    for part in path.split("/")[:-1]:
+        if "=" in part and not part.startswith("="):
+            key, value = part.split("=", 1)
+            out[key] = value
+    return out
+
+
+def _s3_filesystem(uri: str, endpoint_url: str) -> tuple[pafs.FileSystem, str]:
+    """An S3 filesystem that talks to ``endpoint_url`` (MinIO, Ceph, a local moto server)."""
+    scheme, _, host = endpoint_url.rpartition("://")
+    kwargs = {"endpoint_override": host.rstrip("/"), "scheme": scheme or "https"}
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1]
+
+
+def _to_fs(uri: str, endpoint_url: str | None = None) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, path inside it, scheme prefix to rebuild URIs)."""
     if "://" in uri:
         scheme = uri.split("://", 1)[0] + "://"
+        endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
         try:
+            if scheme in ("s3://", "s3a://") and endpoint_url:
+                fs, path = _s3_filesystem(uri, endpoint_url)
+                return fs, path, scheme
             fs, path = pafs.FileSystem.from_uri(uri)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
             raise DataSourceError(
@@ -89,8 +130,8 @@ def _glob_match(path: str, pattern: str) -> bool:
     return match(path.split("/"), pattern.split("/"))
 
 
-def _expand(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
-    fs, path, scheme = _to_fs(uri)
+def _expand(uri: str, endpoint_url: str | None) -> tuple[pafs.FileSystem, list[str], str]:
+    fs, path, scheme = _to_fs(uri, endpoint_url)
     if _GLOB_CHARS & set(path):
         parts = path.split("/")
         first = next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))
@@ -111,23 +152,31 @@ def _expand(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
     try:
         info = fs.get_file_info(path)
     except OSError as exc:
-        raise DataSourceError(f"cannot access '{uri}': {exc}") from None
+        raise DataSourceError(
+            f"cannot access '{uri}': {exc}. Check the path, the credentials in the "
+            "environment and, for an S3-compatible server, data.endpoint_url"
+        ) from None
     if info.type == pafs.FileType.NotFound:
         raise DataSourceError(f"data path '{uri}' does not exist; check data.path")
     if info.type == pafs.FileType.Directory:
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        except OSError as exc:
+            raise DataSourceError(f"cannot list directory '{uri}': {exc}") from None
         files = sorted(
             i.path for i in infos if i.type == pafs.FileType.File and _is_data_file(i.path, path)
         )
         if not files:
             raise DataSourceError(
-                f"directory '{uri}' holds no .parquet or .csv files; check data.path"
+                f"directory '{uri}' holds no data files (.parquet, .csv, .jsonl); check data.path"
             )
         return fs, files, scheme
     return fs, [path], scheme
 
 
-def resolve_sources(paths: str | list[str], fmt: str = "auto") -> SourceFiles:
+def resolve_sources(
+    paths: str | list[str], fmt: str = "auto", endpoint_url: str | None = None
+) -> SourceFiles:
     """Expand files, directories and globs into one sorted list of files of one format.
 
     Raises:
@@ -143,7 +192,7 @@ def resolve_sources(paths: str | list[str], fmt: str = "auto") -> SourceFiles:
     uris: list[str] = []
     filesystem: pafs.FileSystem | None = None
     for uri in paths:
-        fs, found, scheme = _expand(uri)
+        fs, found, scheme = _expand(uri, endpoint_url)
         if filesystem is not None and type(fs) is not type(filesystem):
             raise DataSourceError(
                 "data.path mixes filesystems (e.g. local and s3://); put all inputs on one"
@@ -161,11 +210,12 @@ def resolve_sources(paths: str | list[str], fmt: str = "auto") -> SourceFiles:
             )
             raise DataSourceError(
                 f"cannot tell the format of '{bad}' from its extension; set data.format to "
-                "parquet or csv"
+                "parquet, csv or json"
             )
         if len(kinds) > 1:
             raise DataSourceError(
-                "data.path mixes Parquet and CSV files; point it at one format or set data.format"
+                f"data.path mixes formats ({', '.join(sorted(kinds))}); point it at one format "
+                "or set data.format"
             )
         fmt = kinds.pop()
     assert filesystem is not None
@@ -194,29 +244,37 @@ def fingerprint(sources: SourceFiles) -> str:
 
 def read_dataset(
     sources: SourceFiles,
-    string_columns: list[str] | None = None,
-    columns: list[str] | None = None,
+    columns: list[str],
+    on_unreadable: str = "quarantine",
 ):
-    """A lazy Ray Dataset over the source files.
+    """A lazy Ray Dataset of the declared ``columns`` of every source file.
 
-    CSV columns named in ``string_columns`` are read as strings so that a malformed value
-    becomes a quarantined row during validation instead of failing the whole read. Only
-    ``string_columns`` or ``columns`` are read when given (projection pushdown).
+    Parquet is read with projection pushdown and a ``path`` column (the file of each row);
+    hive partition values become columns. CSV and JSON Lines are read as text through
+    :func:`rayline.data.readers.text_datasource`, which keeps malformed rows as unreadable
+    rows (reason and source set) instead of failing or dropping them; their values are
+    parsed by the validator, so a stray value becomes a quarantined row.
     """
     import ray.data
 
     if sources.format == "parquet":
+        # Ray adds a `path` column naming each row's file, unless the data has its own.
         return ray.data.read_parquet(
-            sources.files, filesystem=sources.filesystem, columns=string_columns or columns
+            sources.files,
+            filesystem=sources.filesystem,
+            columns=columns,
+            include_paths="path" not in columns,
         )
-    import pyarrow.csv as pacsv
+    from rayline.data.readers import text_datasource
 
-    # Only the declared columns are read: an undeclared column with messy values must not
-    # fail the read of columns the contract cares about.
-    keep = string_columns or columns
-    convert = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in string_columns or []},
-        strings_can_be_null=True,
-        include_columns=keep or [],
+    return ray.data.read_datasource(
+        text_datasource(
+            sources.format,
+            sources.files,
+            sources.filesystem,
+            columns,
+            sources.display_names(),
+            on_unreadable=on_unreadable,
+            partitions={f: hive_values(f) for f in sources.files},
+        )
     )
-    return ray.data.read_csv(sources.files, filesystem=sources.filesystem, convert_options=convert)

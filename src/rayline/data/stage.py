@@ -2,10 +2,14 @@
 
 Raw files are read, validated (:mod:`rayline.data.validate`) and split
 (:mod:`rayline.data.split`) in a single Ray Data pipeline, written as Parquet partitioned by
-split: ``train/``, ``val/``, ``test/`` and ``quarantine/`` (bad rows with their reason). The
-partition row counts come from Parquet footers, so the report proves that every input row
-landed in exactly one place without reading the data again. Later stages read each split
-lazily from here; a retried run can reuse it.
+split: ``train/``, ``val/``, ``test/`` and ``quarantine/`` (bad rows with their reason, the
+ids of the rules they broke and their source file). The partition row counts come from
+Parquet footers, so the report proves that every input row landed in exactly one place
+without reading the data again; for Parquet input the input's own footer counts are checked
+against them. Later stages read each split lazily from here; a retried run can reuse it.
+
+A ``unique`` column costs one extra pass before staging (a distributed group-by that finds
+the duplicated values); everything else is checked within the single pass.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -24,15 +29,31 @@ import pyarrow.parquet as pq
 from rayline.config import PipelineConfig
 from rayline.data.ingest import SourceFiles, read_dataset
 from rayline.data.split import QUARANTINE, SPLIT_COL, SPLITS, assign_split
-from rayline.data.validate import REASON_COL, validate_batch
-from rayline.errors import DataValidationError
+from rayline.data.validate import (
+    REASON_COL,
+    RULES_COL,
+    SOURCE_COL,
+    UNREADABLE_RULE,
+    _coerce,
+    validate_batch,
+)
+from rayline.errors import DataValidationError, find_user_error
+
+#: Bumped whenever the staged layout changes, so older staged data is not reused.
+STAGE_FORMAT = 2
+#: More duplicated values than this in a `unique` column is a broken key, not bad rows.
+MAX_DUPLICATE_VALUES = 100_000
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DataReport:
-    """Row accounting for one run: ``rows_in == rows_ok + rows_quarantined``."""
+    """Row accounting for one run: ``rows_in == rows_ok + rows_quarantined`` and
+    ``rows_ok == train + val + test``. ``rule_counts`` holds, per rule id
+    (``"age.max"``, ``"row.unreadable"``), the quarantined rows that broke it (a row can break
+    several). ``rows_by_source`` is the input's own row count per file where the format
+    records one (Parquet footers); staging checks that it adds up to ``rows_in``."""
 
     files: list[str]
     fingerprint: str
@@ -43,6 +64,8 @@ class DataReport:
     bad_fraction: float
     max_bad_fraction: float
     top_reasons: list[dict[str, Any]] = field(default_factory=list)
+    rule_counts: dict[str, int] = field(default_factory=dict)
+    rows_by_source: dict[str, int] | None = None
     staged_path: str = ""
     quarantine_path: str = ""
 
@@ -52,20 +75,84 @@ class DataReport:
 
 
 class _StageBatch:
-    def __init__(self, cfg: PipelineConfig):
+    """The ``map_batches`` callable of staging: validate, split, keep the source of bad rows."""
+
+    def __init__(self, cfg: PipelineConfig, display: dict[str, str], duplicates: dict[str, set]):
         self.columns = cfg.schema_.columns
         self.split = cfg.data.split
+        self.display = display
+        self.duplicates = duplicates
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        out = validate_batch(batch, self.columns)
+        if SOURCE_COL in batch.columns:
+            source = batch[SOURCE_COL]
+        elif "path" in batch.columns and "path" not in self.columns:
+            source = batch["path"].map(lambda p: self.display.get(p, p))
+        else:
+            source = pd.Series([None] * len(batch), index=batch.index)
+        out = validate_batch(batch, self.columns, self.duplicates)
         bad = out[REASON_COL].notna().to_numpy()
         # object dtype: a fixed-width numpy string array would cut "quarantine" to "quara".
-        where = assign_split(out.drop(columns=[REASON_COL]), self.split, list(self.columns)).astype(
-            object
-        )
+        where = assign_split(
+            out.drop(columns=[REASON_COL, RULES_COL]), self.split, list(self.columns)
+        ).astype(object)
         where[bad] = QUARANTINE
+        out[SOURCE_COL] = pd.Series(
+            np.where(bad, source.to_numpy(dtype=object), None), dtype="string"
+        )
         out[SPLIT_COL] = where
         return out
+
+
+def _key_values(batch: pd.DataFrame, column: str, kind: str) -> pd.DataFrame:
+    """One column coerced like the validator does; unparsable and null values dropped."""
+    values, bad = _coerce(batch[column], kind)
+    keep = ~bad & values.notna().to_numpy()
+    if REASON_COL in batch.columns:
+        keep &= batch[REASON_COL].isna().to_numpy()
+    return pd.DataFrame({column: values[keep].reset_index(drop=True)})
+
+
+def _duplicated_values(ds: Any, cfg: PipelineConfig) -> dict[str, set]:
+    """For each ``unique`` column, the values that occur more than once in the input."""
+    out: dict[str, set] = {}
+    for col, spec in cfg.schema_.columns.items():
+        if not spec.unique:
+            continue
+        counts = (
+            ds.map_batches(
+                _key_values, fn_kwargs={"column": col, "kind": spec.type}, batch_format="pandas"
+            )
+            .groupby(col)
+            .count()
+            .map_batches(_repeated, batch_format="pandas")
+        )
+        rows = counts.take(MAX_DUPLICATE_VALUES + 1)
+        if len(rows) > MAX_DUPLICATE_VALUES:
+            raise DataValidationError(
+                f"column '{col}' is declared unique but more than {MAX_DUPLICATE_VALUES} of "
+                "its values occur more than once; it is not a key. Fix the data or drop "
+                f"schema.columns.{col}.unique"
+            )
+        out[col] = {r[col].item() if isinstance(r[col], np.generic) else r[col] for r in rows}
+        if out[col]:
+            log.warning("column %s: %d duplicated value(s)", col, len(out[col]))
+    return out
+
+
+def _repeated(counts: pd.DataFrame) -> pd.DataFrame:
+    return counts[counts["count()"] > 1]
+
+
+def _source_row_counts(sources: SourceFiles) -> dict[str, int] | None:
+    """Rows per input file from Parquet footers (metadata only); None for text formats."""
+    if sources.format != "parquet":
+        return None
+    counts = {}
+    for path in sources.files:
+        with sources.filesystem.open_input_file(path) as f:
+            counts[sources.display(path)] = pq.ParquetFile(f).metadata.num_rows
+    return counts
 
 
 def _partition_counts(fs: pafs.FileSystem, root: str) -> dict[str, int]:
@@ -93,8 +180,10 @@ def _contract_hash(cfg: PipelineConfig) -> str:
     """Hash of what decides staged content besides the input: the schema and the split."""
     blob = json.dumps(
         {
+            "format": STAGE_FORMAT,
             "schema": cfg.schema_.model_dump(mode="json"),
             "split": cfg.data.split.model_dump(mode="json"),
+            "on_unreadable_row": cfg.data.on_unreadable_row,
         },
         sort_keys=True,
     )
@@ -119,17 +208,30 @@ def _reusable_marker(
     return {
         "counts": {k: int(v) for k, v in marker["counts"].items()},
         "top_reasons": marker.get("top_reasons", []),
+        "rule_counts": marker.get("rule_counts", {}),
     }
 
 
-def _top_reasons(staged: str, limit: int = 10) -> list[dict[str, Any]]:
-    """The most frequent quarantine reasons with their row counts."""
+def _quarantine_summary(
+    staged: str, limit: int = 10
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The most frequent quarantine reasons, and rows per broken rule, in one pass."""
     from ray.data.aggregate import ValueCounter
 
-    qds = read_split(staged, QUARANTINE)
-    vc = qds.aggregate(ValueCounter(REASON_COL, alias_name="r"))["r"]
-    pairs = sorted(zip(vc["values"], vc["counts"], strict=True), key=lambda p: -p[1])
-    return [{"reason": r, "rows": int(n)} for r, n in pairs[:limit]]
+    qds = read_split(staged, QUARANTINE, columns=[REASON_COL, RULES_COL])
+    stats = qds.aggregate(
+        ValueCounter(REASON_COL, alias_name="r"), ValueCounter(RULES_COL, alias_name="k")
+    )
+    pairs = sorted(
+        zip(stats["r"]["values"], stats["r"]["counts"], strict=True), key=lambda p: -p[1]
+    )
+    top = [{"reason": r, "rows": int(n)} for r, n in pairs[:limit]]
+    # A row that breaks several rules is counted under each of them.
+    rule_counts: dict[str, int] = {}
+    for combo, n in zip(stats["k"]["values"], stats["k"]["counts"], strict=True):
+        for rule in str(combo).split(","):
+            rule_counts[rule] = rule_counts.get(rule, 0) + int(n)
+    return top, dict(sorted(rule_counts.items(), key=lambda p: (-p[1], p[0])))
 
 
 def split_path(staged_path: str, split: str) -> str:
@@ -151,41 +253,53 @@ def read_split(staged_path: str, split: str, columns: list[str] | None = None):
     if columns is not None:
         return ray.data.read_parquet(inner, filesystem=fs, partitioning=None, columns=columns)
     ds = ray.data.read_parquet(inner, filesystem=fs, partitioning=None)
-    return ds.drop_columns([REASON_COL]) if split != QUARANTINE else ds
+    return ds.drop_columns([REASON_COL, RULES_COL, SOURCE_COL]) if split != QUARANTINE else ds
 
 
 def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: str) -> DataReport:
     """Validate and split every input row in one streaming pass; write and count the result.
 
     Raises:
-        DataValidationError: the fraction of quarantined rows exceeds
+        DataValidationError: a rule with ``on_violation: fail`` was broken, a rule broke its
+            ``max_bad_fraction_by_rule`` limit, or the fraction of quarantined rows exceeds
             ``schema.max_bad_fraction`` (the quarantine is still written, for inspection).
+        DataSourceError: an input file could not be read.
     """
     columns = cfg.schema_.columns
     staged = f"{out_dir}/staged"
     fs, inner = pafs.FileSystem.from_uri(staged if "://" in staged else os.path.abspath(staged))
     contract = _contract_hash(cfg)
     reused = _reusable_marker(fs, inner, fingerprint, contract)
+    source_rows = _source_row_counts(sources)
     if reused is not None:
         log.info("reusing staged data at %s (same input fingerprint and contract)", staged)
-        counts, top = reused["counts"], reused["top_reasons"]
+        counts, top, rule_counts = reused["counts"], reused["top_reasons"], reused["rule_counts"]
     else:
         # Anything already there is a half-written or stale attempt: Ray Data appends, so
         # writing over it would count rows twice.
         if fs.get_file_info(inner).type != pafs.FileType.NotFound:
             fs.delete_dir(inner)
         fs.create_dir(inner, recursive=True)
-        string_cols = list(columns) if sources.format == "csv" else None
-        ds = read_dataset(sources, string_columns=string_cols, columns=list(columns))
-        ds = ds.map_batches(_StageBatch(cfg), batch_format="pandas")
-        ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
+        ds = read_dataset(sources, list(columns), cfg.data.on_unreadable_row)
+        try:
+            duplicates = _duplicated_values(ds, cfg)
+            staged_ds = ds.map_batches(
+                _StageBatch(cfg, sources.display_names(), duplicates), batch_format="pandas"
+            )
+            staged_ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
+        except Exception as exc:
+            user_error = find_user_error(exc)
+            if user_error is not None:
+                raise user_error from None
+            raise
         counts = _partition_counts(fs, inner)
-        top = _top_reasons(staged) if counts[QUARANTINE] else []
+        top, rule_counts = _quarantine_summary(staged) if counts[QUARANTINE] else ([], {})
         marker = {
             "fingerprint": fingerprint,
             "contract": contract,
             "counts": counts,
             "top_reasons": top,
+            "rule_counts": rule_counts,
         }
         with fs.open_output_stream(f"{inner}/{MARKER}") as f:
             f.write(json.dumps(marker).encode())
@@ -193,6 +307,12 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
     rows_q = counts[QUARANTINE]
     rows_ok = sum(counts[s] for s in SPLITS)
     rows_in = rows_ok + rows_q
+    if source_rows is not None and sum(source_rows.values()) != rows_in:
+        # Every row must land in exactly one place; a mismatch is a bug, never bad data.
+        raise RuntimeError(
+            f"staging lost or duplicated rows: the input holds {sum(source_rows.values())}, "
+            f"the staged splits {rows_in}"
+        )
     bad_fraction = rows_q / rows_in if rows_in else 0.0
     report = DataReport(
         files=list(sources.uris),
@@ -204,6 +324,8 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
         bad_fraction=bad_fraction,
         max_bad_fraction=cfg.schema_.max_bad_fraction,
         top_reasons=top,
+        rule_counts=rule_counts,
+        rows_by_source=source_rows,
         staged_path=staged,
         quarantine_path=split_path(staged, QUARANTINE) if rows_q else "",
     )
@@ -216,14 +338,42 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
     )
     if rows_in == 0:
         raise DataValidationError(f"the input files hold no rows: {', '.join(sources.uris)}")
-    if bad_fraction > cfg.schema_.max_bad_fraction:
+    problems = contract_violations(cfg, report)
+    if problems:
         reasons = "\n".join(f"  - {t['rows']} row(s): {t['reason']}" for t in top[:5])
         exc = DataValidationError(
-            f"{rows_q} of {rows_in} rows ({100 * bad_fraction:.2f}%) break the schema, more than "
-            f"schema.max_bad_fraction={cfg.schema_.max_bad_fraction:g}. Most common reasons:\n"
-            f"{reasons}\nThe bad rows are in {report.quarantine_path}; fix the data or the "
-            "schema, or raise schema.max_bad_fraction."
+            "the data breaks the contract:\n"
+            + "\n".join(f"  * {p}" for p in problems)
+            + f"\nMost common reasons:\n{reasons}\nThe bad rows are in "
+            f"{report.quarantine_path} (with their source file); fix the data or the schema."
         )
         exc.report = report  # the caller logs what was found before failing
         raise exc
     return report
+
+
+def contract_violations(cfg: PipelineConfig, report: DataReport) -> list[str]:
+    """Why the staged data fails the contract (empty when it passes), one line per rule."""
+    schema = cfg.schema_
+    problems = []
+    rows_in = max(report.rows_in, 1)
+    for rule, n in report.rule_counts.items():
+        column = rule.rpartition(".")[0]
+        if rule != UNREADABLE_RULE and schema.on_violation_of(column) == "fail":
+            problems.append(
+                f"{n} row(s) break {rule} and schema says on_violation: fail for '{column}'"
+            )
+        limit = schema.max_bad_fraction_by_rule.get(rule)
+        if limit is not None and n / rows_in > limit:
+            problems.append(
+                f"{n} of {report.rows_in} rows ({100 * n / rows_in:.2f}%) break {rule}, more "
+                f"than schema.max_bad_fraction_by_rule.{rule}={limit:g}"
+            )
+    if report.bad_fraction > schema.max_bad_fraction:
+        problems.append(
+            f"{report.rows_quarantined} of {report.rows_in} rows "
+            f"({100 * report.bad_fraction:.2f}%) break the schema, more than "
+            f"schema.max_bad_fraction={schema.max_bad_fraction:g}; raise it only if that is "
+            "expected"
+        )
+    return problems

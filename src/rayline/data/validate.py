@@ -12,6 +12,8 @@ tests alike.
 
 from __future__ import annotations
 
+import io
+import re
 from decimal import Decimal
 
 import numpy as np
@@ -19,10 +21,12 @@ import pandas as pd
 import pyarrow as pa
 
 from rayline.config import ColumnSpec
-from rayline.data.ingest import SourceFiles
+from rayline.data.ingest import SourceFiles, hive_values
+from rayline.data.readers import REASON_COL, SOURCE_COL, jsonl_keys
 from rayline.errors import DataValidationError
 
-REASON_COL = "_rayline_reason"
+RULES_COL = "_rayline_rules"
+UNREADABLE_RULE = "row.unreadable"
 
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
@@ -53,9 +57,14 @@ def _file_schema(sources: SourceFiles, path: str) -> pa.Schema:
         if sources.format == "parquet":
             with sources.filesystem.open_input_file(path) as f:
                 return pq.read_schema(f)
+        if sources.format == "json":
+            with sources.filesystem.open_input_stream(path) as f:
+                keys = jsonl_keys(io.TextIOWrapper(f, encoding="utf-8", errors="replace"))
+            return pa.schema([(k, pa.string()) for k in keys])
         with sources.filesystem.open_input_stream(path) as f:
-            reader = pacsv.open_csv(f)
-            return reader.schema
+            # Only the header matters here; malformed rows are the reader's business.
+            skip = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")
+            return pacsv.open_csv(f, parse_options=skip).schema
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataValidationError(
             f"cannot read '{sources.display(path)}' as {sources.format}: {exc}. The file is "
@@ -66,7 +75,8 @@ def _file_schema(sources: SourceFiles, path: str) -> pa.Schema:
 def check_file_schemas(sources: SourceFiles, columns: dict[str, ColumnSpec]) -> None:
     """Check that every file has every declared column with a compatible type.
 
-    Reads only file footers (Parquet) or the first block (CSV), never the data.
+    Reads only file footers (Parquet), the header block (CSV) or the first lines (JSON
+    Lines), never the data. Hive partition values in a file's path count as its columns.
 
     Raises:
         DataValidationError: naming every offending file and column.
@@ -75,14 +85,15 @@ def check_file_schemas(sources: SourceFiles, columns: dict[str, ColumnSpec]) -> 
     for path in sources.files:
         schema = _file_schema(sources, path)
         name = sources.display(path)
-        missing = [c for c in columns if c not in schema.names]
+        partition_keys = hive_values(path)
+        missing = [c for c in columns if c not in schema.names and c not in partition_keys]
         if missing:
             problems.append(
                 f"{name}: missing column(s) {', '.join(missing)} (file has: "
                 f"{', '.join(schema.names)})"
             )
-        if sources.format == "csv":
-            continue  # CSV columns are read as text and parsed row by row
+        if sources.format != "parquet":
+            continue  # CSV and JSON values are read as text and parsed row by row
         for col, spec in columns.items():
             if col in schema.names and not _compatible(schema.field(col).type, spec.type):
                 problems.append(
@@ -146,28 +157,43 @@ def _coerce(values: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
     return num, bad
 
 
-def validate_batch(batch: pd.DataFrame, columns: dict[str, ColumnSpec]) -> pd.DataFrame:
+def validate_batch(
+    batch: pd.DataFrame,
+    columns: dict[str, ColumnSpec],
+    duplicates: dict[str, set] | None = None,
+) -> pd.DataFrame:
     """Coerce the declared columns to their types and record why each row is bad.
 
     Returns the declared columns (other columns are dropped) plus ``_rayline_reason``: null
-    for a good row, else every rule the row breaks as ``"column: rule"``, joined by ``"; "``.
-    Values that fail to parse become null in the output and are quoted in the reason, so the
-    quarantine keeps what was wrong.
+    for a good row, else every rule the row breaks as ``"column: rule"``, joined by ``"; "``,
+    and ``_rayline_rules``: the broken rules' ids (``"age.max,plan.allowed"``) that the data
+    report counts. Values that fail to parse become null in the output and are quoted in the
+    reason, so the quarantine keeps what was wrong. A row that arrives with a reason already
+    (an unreadable CSV/JSON row from :mod:`rayline.data.readers`) keeps it as
+    ``row.unreadable`` and is not checked further. ``duplicates`` maps each ``unique`` column
+    to the values that occur more than once in the whole input.
     """
     n = len(batch)
     out = {}
     reasons = np.full(n, "", dtype=object)
+    rules = np.full(n, "", dtype=object)
+    unreadable = np.zeros(n, dtype=bool)
+    if REASON_COL in batch.columns:
+        pre = batch[REASON_COL].to_numpy(dtype=object)
+        unreadable = ~pd.isna(pre)
+        reasons[unreadable] = pre[unreadable]
+        rules[unreadable] = UNREADABLE_RULE
+    duplicates = duplicates or {}
 
-    def add(mask: np.ndarray, text) -> None:
+    def add(mask: np.ndarray, text, rule: str) -> None:
+        mask = mask & ~unreadable
         if not mask.any():
             return
         idx = np.flatnonzero(mask)
-        if callable(text):
-            texts = text(idx)
-        else:
-            texts = [text] * len(idx)
+        texts = text(idx) if callable(text) else [text] * len(idx)
         for i, t in zip(idx, texts, strict=True):
             reasons[i] = f"{reasons[i]}; {t}" if reasons[i] else t
+            rules[i] = f"{rules[i]},{rule}" if rules[i] else rule
 
     for col, spec in columns.items():
         raw = batch[col] if col in batch.columns else pd.Series([None] * n, index=batch.index)
@@ -176,10 +202,11 @@ def validate_batch(batch: pd.DataFrame, columns: dict[str, ColumnSpec]) -> pd.Da
         add(
             unparsable,
             lambda idx, c=col, s=spec, r=raw_np: [f"{c}: not a {s.type} ({r[i]!r})" for i in idx],
+            f"{col}.type",
         )
         null = values.isna().to_numpy() & ~unparsable
         if not spec.nullable:
-            add(null, f"{col}: null in a non-nullable column")
+            add(null, f"{col}: null in a non-nullable column", f"{col}.nullable")
         if spec.min is not None or spec.max is not None:
             arr = values.astype("float64").to_numpy(na_value=np.nan)
             if spec.min is not None:
@@ -188,6 +215,7 @@ def validate_batch(batch: pd.DataFrame, columns: dict[str, ColumnSpec]) -> pd.Da
                     lambda idx, c=col, s=spec, a=arr: [
                         f"{c}: {a[i]:g} < min {s.min:g}" for i in idx
                     ],
+                    f"{col}.min",
                 )
             if spec.max is not None:
                 add(
@@ -195,16 +223,54 @@ def validate_batch(batch: pd.DataFrame, columns: dict[str, ColumnSpec]) -> pd.Da
                     lambda idx, c=col, s=spec, a=arr: [
                         f"{c}: {a[i]:g} > max {s.max:g}" for i in idx
                     ],
+                    f"{col}.max",
                 )
+        present = ~values.isna().to_numpy()
+        vals = values.to_numpy(dtype=object)
         if spec.allowed is not None:
-            present = ~values.isna().to_numpy()
             allowed = values.isin(spec.allowed).fillna(False).to_numpy(dtype=bool)
-            vals = values.to_numpy(dtype=object)
             add(
                 present & ~allowed,
                 lambda idx, c=col, v=vals: [f"{c}: {v[i]!r} not in allowed values" for i in idx],
+                f"{col}.allowed",
+            )
+        if spec.regex is not None:
+            matched = values.str.fullmatch(_compiled(spec.regex)).fillna(False)
+            add(
+                present & ~matched.to_numpy(dtype=bool),
+                lambda idx, c=col, s=spec, v=vals: [
+                    f"{c}: {v[i]!r} does not match the regex {s.regex}" for i in idx
+                ],
+                f"{col}.regex",
+            )
+        if spec.unique and duplicates.get(col):
+            dup = values.isin(list(duplicates[col])).fillna(False).to_numpy(dtype=bool)
+            add(
+                present & dup,
+                lambda idx, c=col, v=vals: [f"{c}: duplicate value {v[i]!r}" for i in idx],
+                f"{col}.unique",
             )
         out[col] = values.reset_index(drop=True)
     result = pd.DataFrame(out)
     result[REASON_COL] = pd.Series([r if r else None for r in reasons], dtype="string")
+    result[RULES_COL] = pd.Series([r if r else None for r in rules], dtype="string")
     return result
+
+
+_REGEX_CACHE: dict[str, re.Pattern] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern:
+    if pattern not in _REGEX_CACHE:
+        _REGEX_CACHE[pattern] = re.compile(pattern)
+    return _REGEX_CACHE[pattern]
+
+
+__all__ = [
+    "REASON_COL",
+    "RULES_COL",
+    "SOURCE_COL",
+    "UNREADABLE_RULE",
+    "check_file_schemas",
+    "validate_batch",
+]
