@@ -129,6 +129,65 @@ def demo_data(
     typer.echo(f"wrote {len(paths)} Parquet file(s) to {out}")
 
 
+schema_app = typer.Typer(no_args_is_help=True, help="The data contract.")
+data_app = typer.Typer(no_args_is_help=True, help="Data utilities.")
+app.add_typer(schema_app, name="schema")
+app.add_typer(data_app, name="data")
+
+
+@schema_app.command("infer")
+def schema_infer(
+    data: Annotated[list[str], typer.Argument(help="Files, directories, globs or URIs.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto, parquet, csv or json (JSON Lines).")
+    ] = "auto",
+    max_categories: Annotated[
+        int, typer.Option(help="String columns with at most this many values get `allowed`.")
+    ] = 20,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="S3-compatible endpoint for s3:// paths.")
+    ] = None,
+) -> None:
+    """Infer a data contract from data; prints the `schema:` section as YAML.
+
+    Example: rayline schema infer data/ > schema.yaml
+    """
+    from rayline.config import RuntimeConfig
+    from rayline.data.infer import infer_schema, schema_yaml
+    from rayline.runtime import init_ray
+
+    _setup_logging(False)
+    with _user_errors():
+        init_ray(RuntimeConfig())
+        schema, rows = infer_schema(data, fmt, endpoint_url, max_categories)
+    typer.echo(schema_yaml(schema, " ".join(data), rows), nl=False)
+
+
+@data_app.command("synth")
+def data_synth(
+    rows: Annotated[int, typer.Option(help="Number of rows.", min=1)],
+    out: Annotated[str, typer.Option(help="Directory to write Parquet shards to.")],
+    cols: Annotated[int, typer.Option(help="Feature columns (a quarter categorical).", min=1)] = 32,
+    shards: Annotated[
+        int | None, typer.Option(help="Number of files (default: one per million rows).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    config: Annotated[
+        str | None, typer.Option(help="Also write a matching pipeline config here.")
+    ] = None,
+) -> None:
+    """Write a sharded synthetic dataset (numeric, categorical, nulls, learnable target)."""
+    from pathlib import Path
+
+    from rayline.data.synth import config_yaml, write_synthetic
+
+    with _user_errors():
+        paths = write_synthetic(out, rows, cols, shards, seed)
+        if config:
+            Path(config).write_text(config_yaml(str(Path(out)), cols))
+    typer.echo(f"wrote {rows} rows x {cols} features in {len(paths)} file(s) to {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

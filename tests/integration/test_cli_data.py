@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import base_config, make_table, write_config, write_parts
 
@@ -53,3 +54,31 @@ def test_validate_names_the_bad_file_and_column(tmp_path):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert "late.parquet" in res.stderr and "'age'" in res.stderr and "declares int" in res.stderr
+
+
+def test_schema_infer_bootstraps_a_contract_the_same_data_passes(tmp_path):
+    df = make_table(300)
+    (tmp_path / "csv").mkdir()
+    df.to_csv(tmp_path / "csv" / "table.csv", index=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "rayline.cli", "schema", "infer", str(tmp_path / "csv")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.startswith("# Inferred by `rayline schema infer` from 300 rows")
+    schema = yaml.safe_load(res.stdout)["schema"]
+    cols = schema["columns"]
+    assert cols["user_id"]["type"] == "int" and cols["age"]["type"] == "int"
+    assert cols["income"]["type"] == "float" and cols["income"]["nullable"] is True
+    assert cols["plan"]["allowed"] == ["basic", "plus", "pro"]
+    assert cols["is_active"]["type"] == "bool"
+    assert cols["churned"]["allowed"] == [0, 1]
+    cfg = base_config(tmp_path / "csv", tmp_path / "runs")
+    cfg["schema"] = schema
+    res = _validate(write_config(tmp_path / "cfg.yaml", cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    assert report["rows_in"] == 300 and report["rows_quarantined"] == 0
