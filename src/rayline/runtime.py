@@ -58,17 +58,26 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                 f"could not start or reach Ray {where}: {exc}. Check runtime.address / "
                 "RAY_ADDRESS (unset both to run locally) and that the cluster is up (`ray status`)."
             ) from None
-    _quiet_ray_data()
+    _configure_ray_data()
     return dict(ray.cluster_resources())
 
 
-def _quiet_ray_data() -> None:
-    """Progress bars and per-operator progress logs drown the pipeline's own stage output."""
+def _configure_ray_data() -> None:
+    """Ray Data settings for rayline's pipelines (the driver's ``DataContext``).
+
+    * Quiet: progress bars and per-operator logs drown the pipeline's own stage output.
+    * Parquet reads through Ray Data's V1 datasource. Measured here (2 cores, Ray 2.60,
+      2M rows in 4 files), the default DataSourceV2 path (``ListFiles -> ReadFiles``) takes
+      5-7 s to the first batch against 0.2-1.1 s for V1, and 1.3-1.8x longer in total; see
+      benchmarks/RESULTS.md. ``RAY_DATA_USE_DATASOURCE_V2`` set in the environment wins.
+    """
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
+        ctx.use_datasource_v2 = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 

@@ -74,6 +74,17 @@ def _make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def batch_iter_options(batch_size: int, device: Any = None) -> dict[str, Any]:
+    """How a worker iterates its Ray Data shard (``iter_torch_batches`` keyword arguments).
+
+    One place, so the training loop and ``benchmarks/ingest.py`` measure the same path.
+    """
+    options: dict[str, Any] = {"batch_size": batch_size, "prefetch_batches": 1}
+    if device is not None:
+        options["device"] = device
+    return options
+
+
 class ShardCache:
     """A worker's shard, streamed from Ray Data once and then served from memory.
 
@@ -102,8 +113,7 @@ class ShardCache:
         kept: list[dict[str, torch.Tensor]] | None = []
         size = 0
         for batch in self.data_iter.iter_torch_batches(
-            batch_size=self.batch_size,
-            device=self.device,
+            **batch_iter_options(self.batch_size, self.device),
             local_shuffle_buffer_size=4 * self.batch_size if self.shuffle else None,
             local_shuffle_seed=self.seed * 1000 + epoch if self.shuffle else None,
         ):
