@@ -206,6 +206,48 @@ class FeaturesConfig(_Section):
     )
 
 
+class DriftRule(_Section):
+    """When a column's drift against the champion's training data counts, and what it does."""
+
+    psi: float = Field(
+        0.25,
+        ge=0,
+        description="Population stability index above which the column has drifted "
+        "(< 0.1 stable, 0.1-0.25 moderate, > 0.25 large).",
+    )
+    unseen_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Categorical columns: share of rows with a category the champion's "
+        "training data never had, above which the column has drifted.",
+    )
+    action: Literal["warn", "fail"] = Field(
+        "warn",
+        description="warn: a reason in the report and the gate decision; fail: the gate "
+        "rejects the model.",
+    )
+
+
+class DriftConfig(_Section):
+    """Profiles of the training data, and drift against the current champion's."""
+
+    enabled: bool = Field(
+        True,
+        description="Profile the train split (one Ray Data pass) and, when a champion with a "
+        "profile exists, compare with it.",
+    )
+    bins: int = Field(
+        10, ge=2, le=100, description="Equal-probability bins of the champion's data for PSI."
+    )
+    default: DriftRule = Field(
+        default_factory=DriftRule, description="The rule for columns not listed in `columns`."
+    )
+    columns: dict[str, DriftRule] = Field(
+        default_factory=dict, description="Per-column rules, by column name."
+    )
+
+
 class ModelConfig(_Section):
     """The network to train."""
 
@@ -515,6 +557,9 @@ class PipelineConfig(_Section):
     data: DataConfig = Field(..., description="Raw data source and label.")
     schema_: SchemaConfig = Field(..., alias="schema", description="The data contract.")
     features: FeaturesConfig = Field(default_factory=FeaturesConfig, description="Preprocessing.")
+    drift: DriftConfig = Field(
+        default_factory=DriftConfig, description="Data profiles and drift checks."
+    )
     model: ModelConfig = Field(..., description="The network.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Distributed training.")
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search.")
@@ -629,6 +674,12 @@ class PipelineConfig(_Section):
                 )
         if not self.numeric_features() and not self.categorical_features():
             problems.append("features: no input columns; declare feature columns in schema.columns")
+
+        for c in self.drift.columns:
+            if c not in cols:
+                problems.append(
+                    f"drift.columns: '{c}' is not declared in schema.columns ({declared})"
+                )
 
         task_metrics = metric_names(self.model.task)
         for key, name in (

@@ -231,6 +231,19 @@ def run_pipeline(
             registry.log_file(str(prep_path), "preprocessor")
             t.summary = f"{len(prep.input_columns)} input columns -> {prep.output_dim} features"
 
+        drift_report = None
+        if cfg.drift.enabled:
+            with stages("profile") as t:
+                drift_report = _profile_and_drift(cfg, report, registry, local_dir)
+                if drift_report is not None:
+                    result.data_report["drift"] = drift_report.to_dict()
+                    registry.log_json(result.data_report, "reports/data_report.json")
+                    t.summary = f"drift vs {drift_report.reference}: {drift_report.status}" + (
+                        f" ({', '.join(drift_report.failed)})" if drift_report.failed else ""
+                    )
+                else:
+                    t.summary = "train split profiled (no champion profile to compare with)"
+
         if cfg.tune.enabled:
             with stages("tune") as t:
                 best, trials = tune_mod.run_tune(
@@ -324,6 +337,13 @@ def run_pipeline(
                         "if the change of inputs is intended",
                     ],
                 )
+            if drift_report is not None and drift_report.reasons():
+                # Drift the config marks `fail` rejects the challenger; `warn` is recorded.
+                decision = dataclasses.replace(
+                    decision,
+                    passed=decision.passed and not drift_report.failed,
+                    reasons=[*decision.reasons, *drift_report.reasons()],
+                )
             result.gate = decision.to_dict()
             registry.log_json(decision.to_dict(), "reports/gate_decision.json")
             mlflow_tags = {"rayline.gate": "passed" if decision.passed else "rejected"}
@@ -358,6 +378,7 @@ def run_pipeline(
                 "rayline.git_commit": str(lineage["code"]["commit"]),
                 "rayline.git_dirty": str(lineage["code"]["dirty"]),
                 "rayline.test_metrics": json.dumps(metrics),
+                "rayline.profile": "profile/profile.json" if cfg.drift.enabled else "",
                 **mlflow_tags,
             }
             version = registry.register(model_uri, cfg.model_name, version_tags)
@@ -376,6 +397,39 @@ def run_pipeline(
         _write_json(local_dir / "pipeline_result.json", result.to_dict())
         registry.log_json(result.to_dict(), "reports/pipeline_result.json")
     return result
+
+
+def _profile_and_drift(cfg: PipelineConfig, report: stage.DataReport, registry, local_dir: Path):
+    """Profile the train split; compare with the champion's training profile if it has one.
+
+    The profile and an HTML rendering go to the run's artifacts (``profile/``); the model
+    version registered later points at them (tag ``rayline.profile``). Returns the drift
+    report, or None when there is no champion profile to compare with.
+    """
+    from rayline.data import profile as prof
+
+    types = {c: s.type for c, s in cfg.schema_.columns.items()}
+    current = prof.compute_profile(stage.read_split(report.staged_path, "train"), types)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    (local_dir / "profile.json").write_text(current.to_json())
+    registry.log_file(str(local_dir / "profile.json"), "profile")
+    drift = None
+    champion = registry.champion(cfg.model_name)
+    reference = None
+    if champion:
+        text = registry.version_artifact_text(cfg.model_name, champion[0], "profile/profile.json")
+        if text:
+            reference = prof.Profile.from_json(text)
+            drift = prof.compare(current, reference, cfg.drift, f"{cfg.model_name} v{champion[0]}")
+            registry.log_json(drift.to_dict(), "reports/drift.json")
+            registry.log_metrics(
+                {f"psi.{k}": v.psi for k, v in drift.columns.items() if v.psi is not None},
+                prefix="drift.",
+            )
+    page = prof.render_html(current, reference, drift, f"{cfg.name}: train split profile")
+    (local_dir / "data_profile.html").write_text(page)
+    registry.log_file(str(local_dir / "data_profile.html"), "profile")
+    return drift
 
 
 def _claim_run_dir(run_dir: str, config_hash: str, run_name: str) -> None:

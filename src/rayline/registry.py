@@ -276,6 +276,30 @@ class Registry:
             raise RegistryError(f"cannot look up {name}@{self.cfg.alias}: {_short(exc)}") from None
         return str(mv.version), f"models:/{name}@{self.cfg.alias}"
 
+    def version_artifact_text(self, name: str, version: str, artifact_path: str) -> str | None:
+        """Text of an artifact of the run that produced a model version, or None if absent.
+
+        The version's ``rayline.mlflow_run_id`` tag names the pipeline run; versions
+        registered before profiles existed have no profile, which is not an error.
+        """
+        import mlflow.artifacts
+
+        mv = self.client.get_model_version(name, version)
+        run_id = (mv.tags or {}).get("rayline.mlflow_run_id")
+        if not run_id:
+            return None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run_id,
+                    artifact_path=artifact_path,
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                )
+                return Path(local).read_text()
+        except (MlflowException, OSError):
+            return None
+
     def promote(self, name: str, version: str) -> None:
         """Point the alias at ``version``."""
         self.client.set_registered_model_alias(name, self.cfg.alias, version)

@@ -211,3 +211,28 @@ def test_corrupt_and_empty_files_are_named(s3_endpoint, ray_session, tmp_path):
     (e / "empty.csv").write_text("")
     with pytest.raises(DataValidationError, match="empty.csv"):
         run_validation(validate_config(_cfg(str(e), str(tmp_path / "runs"))))
+
+
+def test_profile_in_one_pass_matches_pandas(ray_session):
+    import numpy as np
+    import ray.data
+
+    from rayline.data.profile import QUANTILES, compute_profile
+
+    df = make_table(3000)
+    df.loc[:9, "plan"] = None
+    prof = compute_profile(
+        ray.data.from_pandas(df),
+        {"income": "float", "age": "int", "is_active": "bool", "plan": "string"},
+    )
+    inc = prof.columns["income"]
+    assert prof.rows == 3000 and inc.nulls == int(df["income"].isna().sum()) > 0
+    assert inc.mean == pytest.approx(df["income"].mean())
+    assert inc.std == pytest.approx(df["income"].std(ddof=0))
+    assert (inc.min, inc.max) == (df["income"].min(), df["income"].max())
+    ranks = np.searchsorted(np.sort(df["income"].dropna()), inc.quantiles) / df["income"].count()
+    assert np.abs(ranks - np.array(QUANTILES)).max() < 0.02
+    assert prof.columns["is_active"].mean == pytest.approx(df["is_active"].mean())
+    plan = prof.columns["plan"]
+    assert plan.nulls == 10
+    assert plan.top == df["plan"].value_counts().to_dict() and plan.other_count == 0

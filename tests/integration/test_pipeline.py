@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -163,6 +164,10 @@ def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     assert (
         client.get_model_version("churn", result.model_version).tags["rayline.gate"] == "rejected"
     )
+    # Same data as the champion's: the drift check ran against its profile and found none.
+    drift = result.data_report["drift"]
+    assert drift["status"] == "ok" and drift["reference"] == f"churn v{first.model_version}"
+    assert max(c["psi"] for c in drift["columns"].values()) < 0.05
     # The champion's score on this run's test split is the first run's evaluation: same split.
     assert result.evaluation["champion_metrics"]["log_loss"] == pytest.approx(
         first.evaluation["metrics"]["log_loss"], abs=1e-5
@@ -253,3 +258,32 @@ def test_regression_pipeline(ray_session, workspace, tmp_path):
         )["r2"]
         > 0.5
     )
+
+
+def test_drift_marked_fail_rejects_the_challenger(first_run, workspace, tmp_path):
+    cfg, first = first_run
+    shifted = make_table(N_ROWS, seed=3)
+    shifted["income"] = shifted["income"] * 3 + 40  # a large shift of one column
+    data = write_parts(shifted, tmp_path / "shifted")
+    cfg = _cfg(
+        workspace,
+        data={"path": str(data)},
+        train={"epochs": 1},
+        evaluate={"baseline": False},
+        drift={"columns": {"income": {"psi": 0.25, "action": "fail"}}},
+        runtime={"run_name": "shifted"},
+    )
+    result = run_pipeline(cfg)
+    drift = result.data_report["drift"]
+    assert drift["failed"] == ["income"]
+    assert drift["columns"]["income"]["psi"] > 1.0
+    assert drift["columns"]["age"]["status"] == "ok"
+    assert not result.gate["passed"] and not result.promoted
+    assert any(r.startswith("drift: income PSI") and "(fail)" in r for r in result.gate["reasons"])
+    client = MlflowClient(workspace["tracking"])
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.metrics["drift.psi.income"] > 1.0
+    arts = {a.path for a in client.list_artifacts(result.mlflow_run_id, "profile")}
+    assert arts == {"profile/profile.json", "profile/data_profile.html"}
+    page = (Path(result.run_dir) / "data_profile.html").read_text()
+    assert "income" in page and "<svg" in page and "champion" in page

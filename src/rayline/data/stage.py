@@ -345,7 +345,7 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
             "the data breaks the contract:\n"
             + "\n".join(f"  * {p}" for p in problems)
             + f"\nMost common reasons:\n{reasons}\nThe bad rows are in "
-            f"{report.quarantine_path} (with their source file); fix the data or the schema."
+            f"{report.quarantine_path}; each names its source file. Fix the data or the schema."
         )
         exc.report = report  # the caller logs what was found before failing
         raise exc
