@@ -47,9 +47,10 @@ def staged(ray_session, tmp_path_factory):
     return {"root": root, "data": data, "report": report, "prep": prep}
 
 
-def _fit(st, name: str, **train):
+def _fit(st, name: str, model_override=None, **train):
     raw = base_config(st["data"], st["root"] / "runs")
     raw["train"].update(train)
+    raw["model"].update(model_override or {})
     cfg = validate_config(raw)
     return fit(
         cfg,
@@ -158,3 +159,24 @@ def test_killed_worker_resumes_from_checkpoint_and_trains_each_step_once(staged)
         assert steps == list(range(start + 1, last + 1)), f"rank {rank} skipped or repeated steps"
     assert start < killed["step"]
     assert result.metrics["val_log_loss"] == pytest.approx(clean.metrics["val_log_loss"], abs=0.02)
+
+
+def test_a_hung_collective_fails_the_attempt_instead_of_stalling(staged):
+    from rayline.errors import TrainingError
+
+    start = time.time()
+    with pytest.raises(TrainingError) as err:
+        _fit(
+            staged,
+            "hang",
+            epochs=2,
+            collective_timeout_s=10,
+            max_failures=0,
+            model_override={"builder": "tests.integration.hang_model:build"},
+        )
+    elapsed = time.time() - start
+    # Ray Train start-up is ~15-30 s here; without the timeout this would wait forever.
+    assert elapsed < 240, elapsed
+    assert "timed out" in str(err.value).lower() or "timeout" in str(err.value).lower(), str(
+        err.value
+    )[:2000]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -101,7 +102,27 @@ class _StageBatch:
             np.where(bad, source.to_numpy(dtype=object), None), dtype="string"
         )
         out[SPLIT_COL] = where
-        return out
+        return _typed_table(out, self.columns)
+
+
+_ARROW_TYPES = {"float": "float64", "int": "int64", "bool": "bool_", "string": "large_string"}
+
+
+def _typed_table(df: pd.DataFrame, columns: dict[str, Any]) -> pa.Table:
+    """The staged batch as Arrow with fixed column types.
+
+    A batch whose column is all null would otherwise be written with Arrow's ``null`` type,
+    and readers of the staged directory (pandas, pyarrow.dataset) then fail to unify files.
+    """
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    wanted = {c: getattr(pa, _ARROW_TYPES[spec.type])() for c, spec in columns.items()}
+    for meta in (REASON_COL, RULES_COL, SOURCE_COL):
+        wanted[meta] = pa.large_string()
+    for i, name in enumerate(table.column_names):
+        target = wanted.get(name)
+        if target is not None and table.schema.field(i).type != target:
+            table = table.set_column(i, name, table.column(i).cast(target))
+    return table
 
 
 def _key_values(batch: pd.DataFrame, column: str, kind: str) -> pd.DataFrame:
