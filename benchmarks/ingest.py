@@ -129,21 +129,7 @@ def _fit(cfg: Any, staged_path: str) -> Any:
     from rayline.data import features
     from rayline.data.stage import read_split
 
-    cols = cfg.schema_.columns
-    return features.fit_preprocessor(
-        read_split(staged_path, "train"),
-        None,
-        task=cfg.model.task,
-        target=cfg.data.target,
-        numeric=cfg.numeric_features(),
-        categorical=cfg.categorical_features(),
-        encoding=cfg.features.encoding,
-        standardize=cfg.features.standardize,
-        impute=cfg.features.impute,
-        max_categories=cfg.features.max_categories,
-        input_types={c: s.type for c, s in cols.items()},
-        allowed_classes=cols[cfg.data.target].allowed,
-    )
+    return features.fit_from_config(cfg, read_split(staged_path, "train"))
 
 
 # -- main -----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -175,6 +175,82 @@ class SchemaConfig(_Section):
         return (spec.on_violation if spec else None) or self.on_violation
 
 
+class ImputeStep(_Section):
+    """Fill missing values with a train-split statistic or a constant."""
+
+    op: Literal["impute"]
+    strategy: Literal["mean", "median", "mode", "constant"] = Field(
+        "mean", description="mean, median (approximate), mode, or constant (`value`)."
+    )
+    value: float | None = Field(None, description="The fill for strategy: constant.")
+    indicator: bool = Field(False, description="Also output a 0/1 was-missing column.")
+
+
+class ScaleStep(_Section):
+    """standardize (z-score), minmax (to [0, 1]), robust ((x - median) / IQR), or log1p."""
+
+    op: Literal["standardize", "minmax", "robust", "log1p"]
+
+
+class ClipStep(_Section):
+    """Clip to fixed bounds, or to train-split quantiles."""
+
+    op: Literal["clip"]
+    lower: float | None = Field(None, description="Fixed lower bound.")
+    upper: float | None = Field(None, description="Fixed upper bound.")
+    lower_quantile: float | None = Field(None, ge=0, le=1, description="Fitted lower bound.")
+    upper_quantile: float | None = Field(None, ge=0, le=1, description="Fitted upper bound.")
+
+
+class BucketizeStep(_Section):
+    """Numeric -> bucket, by explicit edges or train-split quantiles (ends a chain)."""
+
+    op: Literal["bucketize"]
+    edges: list[float] | None = Field(None, description="Explicit inner bucket edges.")
+    quantiles: int | None = Field(None, ge=2, le=100, description="Equal-frequency buckets.")
+    output: Literal["onehot", "index"] = Field(
+        "onehot", description="One-hot columns, or an index column for embeddings."
+    )
+
+
+class CategoryStep(_Section):
+    """String categories -> one-hot columns or an index for embeddings (ends a chain)."""
+
+    op: Literal["onehot", "index"]
+    min_frequency: int = Field(
+        1, ge=1, description="Categories seen fewer times fall in the unknown bucket."
+    )
+    max_categories: int = Field(100, ge=1, description="Most frequent categories kept.")
+
+
+class HashStep(_Section):
+    """A stable hash of the value's text into `buckets` buckets (ends a chain)."""
+
+    op: Literal["hash"]
+    buckets: int = Field(..., ge=2, le=1_000_000, description="Number of hash buckets.")
+    output: Literal["onehot", "index"] = Field(
+        "index", description="An index column for embeddings, or one-hot columns."
+    )
+
+
+class DatetimeStep(_Section):
+    """Parts of a timestamp or ISO-8601 string as numeric features (ends a chain)."""
+
+    op: Literal["datetime"]
+    parts: list[Literal["year", "month", "day", "dayofweek", "dayofyear", "hour", "minute"]] = (
+        Field(["dayofweek", "hour"], min_length=1, description="Parts to extract.")
+    )
+    cyclic: bool = Field(False, description="Encode periodic parts as sin/cos pairs.")
+
+
+TransformStep = Annotated[
+    ImputeStep | ScaleStep | ClipStep | BucketizeStep | CategoryStep | HashStep | DatetimeStep,
+    Field(discriminator="op"),
+]
+_STRING_STEPS = {"onehot", "index", "hash", "datetime"}
+_TERMINAL_STEPS = {"bucketize", "onehot", "index", "hash", "datetime"}
+
+
 class FeaturesConfig(_Section):
     """Preprocessing, fitted on the train split only."""
 
@@ -203,6 +279,24 @@ class FeaturesConfig(_Section):
         100,
         ge=1,
         description="Most frequent categories kept per column; rarer ones fall in the unknown bucket.",
+    )
+    transforms: dict[str, list[TransformStep]] = Field(
+        default_factory=dict,
+        description="Per-column transform chains, applied in order and fitted on the train "
+        "split, e.g. {income: [{op: impute, strategy: median, indicator: true}, {op: log1p}, "
+        "{op: robust}]}. A listed column skips the default treatment above.",
+    )
+    derived: dict[str, str] = Field(
+        default_factory=dict,
+        description="New numeric columns from arithmetic on raw columns, e.g. "
+        "{income_per_year: 'income / (age + 1)'}; numbers, column names, + - * / **, and "
+        "log, log1p, exp, sqrt, abs, min, max.",
+    )
+    user: list[str] = Field(
+        default_factory=list,
+        description="User transforms 'pkg.module:fn', applied first, in order: pure "
+        "functions pandas.DataFrame -> pandas.DataFrame on raw batches (add or replace "
+        "columns). The module must be importable where the model is served.",
     )
 
 
@@ -596,17 +690,17 @@ class PipelineConfig(_Section):
     def numeric_features(self) -> list[str]:
         """Numeric input columns, explicit or derived from the schema."""
         if self.features.numeric is not None:
-            return list(self.features.numeric)
+            return [c for c in self.features.numeric if c not in self.features.transforms]
         return [
             c
             for c, spec in self.schema_.columns.items()
             if spec.type in ("float", "int", "bool") and c not in self._non_features()
-        ]
+        ] + [c for c in self.features.derived if c not in self.features.transforms]
 
     def categorical_features(self) -> list[str]:
         """Categorical input columns, explicit or derived from the schema."""
         if self.features.categorical is not None:
-            return list(self.features.categorical)
+            return [c for c in self.features.categorical if c not in self.features.transforms]
         return [
             c
             for c, spec in self.schema_.columns.items()
@@ -614,7 +708,8 @@ class PipelineConfig(_Section):
         ]
 
     def _non_features(self) -> set[str]:
-        return {self.data.target} | ({self.data.split.key} if self.data.split.key else set())
+        key = {self.data.split.key} if self.data.split.key else set()
+        return {self.data.target} | key | set(self.features.transforms)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (aliases as written in YAML)."""
@@ -630,6 +725,64 @@ class PipelineConfig(_Section):
         return hashlib.sha256(blob.encode()).hexdigest()
 
     # -- cross-field rules ------------------------------------------------------------------
+    def _feature_problems(self) -> list[str]:
+        from rayline.data.transforms import parse_expression
+
+        cols = self.schema_.columns
+        problems = []
+        for name, expr in self.features.derived.items():
+            if name in cols:
+                problems.append(f"features.derived.{name}: a schema column has that name")
+            try:
+                _, names = parse_expression(expr)
+            except ValueError as exc:
+                problems.append(f"features.derived.{name}: {exc}")
+                continue
+            for n in names:
+                if n not in cols or cols[n].type == "string" or n == self.data.target:
+                    problems.append(
+                        f"features.derived.{name}: '{n}' is not a numeric input column of "
+                        "schema.columns"
+                    )
+        for name, steps in self.features.transforms.items():
+            where = f"features.transforms.{name}"
+            if name == self.data.target:
+                problems.append(f"{where}: the target cannot be a feature")
+                continue
+            if name not in cols and name not in self.features.derived and not self.features.user:
+                problems.append(
+                    f"{where}: not a schema column or a derived column (columns a user "
+                    "transform adds can be named once features.user is set)"
+                )
+                continue
+            if not steps:
+                problems.append(f"{where}: give at least one step")
+                continue
+            for i, step in enumerate(steps[:-1]):
+                if step.op in _TERMINAL_STEPS:
+                    problems.append(f"{where}[{i}]: '{step.op}' must be the last step")
+            is_string = name in cols and cols[name].type == "string"
+            for i, step in enumerate(steps):
+                if is_string and step.op not in _STRING_STEPS:
+                    problems.append(
+                        f"{where}[{i}]: '{step.op}' needs a numeric column; '{name}' is a "
+                        "string (use onehot, index, hash or datetime)"
+                    )
+                if not is_string and step.op in {"onehot", "index", "datetime"}:
+                    problems.append(
+                        f"{where}[{i}]: '{step.op}' needs a string column; use bucketize "
+                        "for numbers"
+                    )
+                if step.op == "bucketize" and not step.edges and not step.quantiles:
+                    problems.append(f"{where}[{i}]: bucketize needs `edges` or `quantiles`")
+                if step.op == "impute" and step.strategy == "constant" and step.value is None:
+                    problems.append(f"{where}[{i}]: impute strategy constant needs `value`")
+        for path in self.features.user:
+            module, sep, attr = path.partition(":")
+            if not sep or not module or not attr.isidentifier():
+                problems.append(f"features.user: '{path}' is not 'package.module:function'")
+        return problems
+
     @model_validator(mode="after")
     def _cross_field(self) -> PipelineConfig:
         problems: list[str] = []
@@ -661,6 +814,8 @@ class PipelineConfig(_Section):
             )
         for section in ("numeric", "categorical"):
             for c in getattr(self.features, section) or []:
+                if c not in cols and (self.features.user or c in self.features.derived):
+                    continue  # made by a user transform or a derived expression
                 if c not in cols:
                     problems.append(
                         f"features.{section}: '{c}' is not declared in schema.columns ({declared})"
@@ -672,7 +827,12 @@ class PipelineConfig(_Section):
                 problems.append(
                     f"features.numeric: '{c}' is a string column; list it under features.categorical"
                 )
-        if not self.numeric_features() and not self.categorical_features():
+        problems += self._feature_problems()
+        if (
+            not self.numeric_features()
+            and not self.categorical_features()
+            and not self.features.transforms
+        ):
             problems.append("features: no input columns; declare feature columns in schema.columns")
 
         for c in self.drift.columns:

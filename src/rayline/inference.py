@@ -55,7 +55,10 @@ class Predictor:
 
     def check_values(self, df: pd.DataFrame) -> None:
         """Raise ``ValueError`` naming a numeric column with a value that is not a number."""
+        raw = set(self.prep.input_columns)
         for c in self.prep.numeric:
+            if c["name"] not in raw:
+                continue  # made by a derived expression or a user transform, not a raw input
             col = df[c["name"]]
             if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
                 parsed = pd.to_numeric(col, errors="coerce")

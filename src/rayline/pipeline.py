@@ -209,22 +209,8 @@ def run_pipeline(
         )
 
         with stages("features") as t:
-            cols = cfg.schema_.columns
             train_ds = stage.read_split(report.staged_path, "train")
-            prep = features.fit_preprocessor(
-                train_ds,
-                _all_ok(report.staged_path),
-                task=cfg.model.task,
-                target=cfg.data.target,
-                numeric=cfg.numeric_features(),
-                categorical=cfg.categorical_features(),
-                encoding=cfg.features.encoding,
-                standardize=cfg.features.standardize,
-                impute=cfg.features.impute,
-                max_categories=cfg.features.max_categories,
-                input_types={c: s.type for c, s in cols.items()},
-                allowed_classes=cols[cfg.data.target].allowed,
-            )
+            prep = features.fit_from_config(cfg, train_ds, _all_ok(report.staged_path))
             local_dir.mkdir(parents=True, exist_ok=True)
             prep_path = local_dir / "preprocessor.json"
             prep.save(prep_path)

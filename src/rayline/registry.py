@@ -234,7 +234,10 @@ class Registry:
                 },
                 # Ship rayline's own code with the model so that it loads where rayline is
                 # not installed; its dependencies are plain torch/numpy/pandas.
-                code_paths=[str(package_dir), *_user_code_paths(model_spec)],
+                code_paths=[
+                    str(package_dir),
+                    *_user_code_paths(model_spec, json.loads(preprocessor_json).get("user", [])),
+                ],
                 signature=_signature(model_spec, input_example, output_example),
                 input_example=input_example,
                 pip_requirements=[
@@ -329,19 +332,24 @@ def _signature(
     return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
 
 
-def _user_code_paths(model_spec: dict[str, Any]) -> list[str]:
-    """The top-level package (or module file) of a ``pkg.module:function`` model builder.
+def _user_code_paths(model_spec: dict[str, Any], feature_fns: list[str] = ()) -> list[str]:
+    """The top-level packages (or module files) of user code the model calls: a
+    ``pkg.module:function`` model builder and ``features.user`` transforms.
 
     Shipped with the model so that it loads where only MLflow and torch are installed.
     """
     import importlib
 
-    builder = str(model_spec.get("builder", ""))
-    if ":" not in builder:
-        return []
-    top = importlib.import_module(builder.split(":", 1)[0].split(".")[0])
-    path = Path(top.__file__ or "")
-    return [str(path.parent if path.name == "__init__.py" else path)]
+    paths: list[str] = []
+    for ref in [str(model_spec.get("builder", "")), *feature_fns]:
+        if ":" not in ref:
+            continue
+        top = importlib.import_module(ref.split(":", 1)[0].split(".")[0])
+        path = Path(top.__file__ or "")
+        where = str(path.parent if path.name == "__init__.py" else path)
+        if where not in paths and where != str(Path(rayline.__file__).parent):
+            paths.append(where)
+    return paths
 
 
 def _safe_key(key: str) -> str:

@@ -236,3 +236,39 @@ def test_profile_in_one_pass_matches_pandas(ray_session):
     plan = prof.columns["plan"]
     assert plan.nulls == 10
     assert plan.top == df["plan"].value_counts().to_dict() and plan.other_count == 0
+
+
+def test_transform_chains_are_fitted_in_rounds_on_the_train_rows(ray_session):
+    import numpy as np
+    import ray.data
+
+    from rayline.data.features import fit_from_config
+
+    df = make_table(2000, seed=5)
+    raw = base_config("unused", "unused")
+    raw["features"] = {
+        "transforms": {
+            "income": [
+                {"op": "impute", "strategy": "median"},
+                {"op": "clip", "upper_quantile": 0.9},
+                {"op": "standardize"},
+            ],
+            "plan": [{"op": "index", "min_frequency": 1}],
+        },
+        "derived": {"ratio": "income / (age + 1)"},
+    }
+    prep = fit_from_config(validate_config(raw), ray.data.from_pandas(df))
+    imp, clip, std = prep.chains["income"]
+    inc = df["income"]
+    assert abs((inc.dropna() < imp["fill"]).mean() - 0.5) < 0.02  # median, within sketch error
+    filled = inc.fillna(imp["fill"])
+    assert abs((filled <= clip["upper"]).mean() - 0.9) < 0.02
+    clipped = filled.clip(upper=clip["upper"])
+    # Round 3's statistics are taken on round 1-2's output, not on the raw column.
+    assert std["mean"] == pytest.approx(clipped.mean())
+    assert std["std"] == pytest.approx(clipped.std(ddof=0))
+    assert prep.chains["plan"][0]["categories"] == df["plan"].value_counts().index.tolist()
+    assert "ratio" in [c["name"] for c in prep.numeric]
+    x = prep.transform(df.head(3))
+    expected = (clipped.head(3) - std["mean"]) / std["std"]
+    np.testing.assert_allclose(x[:, prep.feature_names.index("income")], expected, rtol=1e-5)

@@ -240,10 +240,39 @@ def test_regression_pipeline(ray_session, workspace, tmp_path):
         "experiment": "it",
         "model_name": "spend",
     }
-    raw["features"] = {"numeric": ["age", "income", "is_active"], "categorical": ["plan"]}
+    # Feature engineering end to end: a user transform, a derived column and per-column
+    # chains, fitted on the train split and shipped inside the registered model.
+    raw["features"] = {
+        "numeric": ["is_active", "is_pro"],
+        "categorical": ["plan"],
+        "user": ["tests.integration.feature_fns:add_pro_flag"],
+        "derived": {"income_per_year": "income / (age + 1)"},
+        "transforms": {
+            "age": [{"op": "clip", "lower": 0, "upper": 100}, {"op": "standardize"}],
+            "income": [
+                {"op": "impute", "strategy": "median", "indicator": True},
+                {"op": "log1p"},
+                {"op": "robust"},
+            ],
+            "income_per_year": [{"op": "bucketize", "quantiles": 4}],
+        },
+    }
     result = run_pipeline(validate_config(raw))
     assert result.evaluation["metrics"]["r2"] > 0.5
     assert result.promoted
+    prep = json.loads((Path(result.run_dir) / "preprocessor.json").read_text())
+    assert [s["op"] for s in prep["chains"]["income"]] == ["impute", "log1p", "robust"]
+    assert len(prep["chains"]["income_per_year"][0]["edges"]) == 3
+    # Training and serving share one code path: the registered model scores the raw test
+    # rows exactly as evaluation (prep.transform inside Ray Data) did.
+    staged = result.data_report["staged_path"]
+    test_rows = pd.read_parquet(f"{staged}/{SPLIT_COL}=test")
+    mlflow.set_tracking_uri(workspace["tracking"])
+    served = mlflow.pyfunc.load_model("models:/spend@champion").predict(
+        test_rows.drop(columns=["spend"])
+    )
+    rmse = float(np.sqrt(np.mean((served["prediction"].to_numpy() - test_rows["spend"]) ** 2)))
+    assert rmse == pytest.approx(result.evaluation["metrics"]["rmse"], rel=1e-5)
     mlflow.set_tracking_uri(workspace["tracking"])
     out = mlflow.pyfunc.load_model("models:/spend@champion").predict(
         df.head(5).drop(columns=["spend"])

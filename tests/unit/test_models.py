@@ -103,7 +103,7 @@ def test_tabular_only_categoricals():
 
 def test_tabular_rejects_onehot():
     prep = _prep(encoding="onehot")
-    with pytest.raises(ValueError, match="the tabular builder needs features.encoding: index"):
+    with pytest.raises(ValueError, match="the tabular builder needs index-encoded columns"):
         build_model(_spec(builder="tabular"), prep.output_dim, 3, prep=prep)
 
 

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rayline.data import transforms
 from rayline.errors import DataValidationError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -35,6 +37,14 @@ class FittedPreprocessor:
         input_types: the declared type of each raw input column (for signatures and casts).
         target_mean, target_std: regression targets are trained standardised by these
             train-split statistics, so one learning rate suits any target scale.
+        chains: per-column fitted transform chains (:mod:`rayline.data.transforms`).
+        derived: derived numeric columns, name -> expression, computed before anything else.
+        user: user transform functions ``pkg.module:fn``, applied first, in order.
+        raw_inputs: the raw columns the model reads, when chains, derived columns or user
+            transforms make them differ from ``numeric + categorical``.
+
+    Output layout: dense columns first (default numeric, default one-hot categoricals, the
+    dense outputs of each chain), then every index column (for embeddings).
     """
 
     task: str
@@ -47,24 +57,46 @@ class FittedPreprocessor:
     input_types: dict[str, str] = field(default_factory=dict)
     target_mean: float = 0.0
     target_std: float = 1.0
+    chains: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
+    user: list[str] = field(default_factory=list)
+    raw_inputs: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     # -- shape ------------------------------------------------------------------------------
     @property
     def input_columns(self) -> list[str]:
         """The raw columns the model reads, numeric first."""
+        if self.raw_inputs:
+            return list(self.raw_inputs)
         return [c["name"] for c in self.numeric] + [c["name"] for c in self.categorical]
+
+    def _layout(self) -> tuple[list[str], list[tuple[str, int]]]:
+        """(dense feature names, [(index feature name, cardinality)]) in output order."""
+        dense = [c["name"] for c in self.numeric]
+        index: list[tuple[str, int]] = []
+        for c in self.categorical:
+            if self.encoding == "onehot":
+                dense += [f"{c['name']}={v}" for v in c["categories"]]
+            else:
+                index.append((f"{c['name']}#index", len(c["categories"]) + 1))
+        for name, steps in self.chains.items():
+            names, idx = transforms.chain_names(name, steps)
+            dense += names
+            if idx is not None:
+                index.append((idx, transforms.chain_width(steps)[1] or 1))
+        return dense, index
 
     @property
     def feature_names(self) -> list[str]:
         """Names of the output columns, in order."""
-        names = [c["name"] for c in self.numeric]
-        for c in self.categorical:
-            if self.encoding == "onehot":
-                names += [f"{c['name']}={v}" for v in c["categories"]]
-            else:
-                names.append(f"{c['name']}#index")
-        return names
+        dense, index = self._layout()
+        return dense + [name for name, _ in index]
+
+    def embedding_layout(self) -> tuple[int, list[int]]:
+        """(number of dense columns, cardinality of each index column after them)."""
+        dense, index = self._layout()
+        return len(dense), [card for _, card in index]
 
     @property
     def output_dim(self) -> int:
@@ -77,6 +109,19 @@ class FittedPreprocessor:
         return len(self.classes) if self.task == "classification" else 1
 
     # -- the transform ----------------------------------------------------------------------
+    def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
+        """User transforms, then derived columns: the frame the per-column steps read."""
+        if not self.user and not self.derived:
+            return df
+        df = df.copy()
+        for ref in self.user:
+            df = _user_fn(ref)(df)
+            if not isinstance(df, pd.DataFrame):
+                raise TypeError(f"user transform {ref} must return a pandas DataFrame")
+        for name, expr in self.derived.items():
+            df[name] = transforms.eval_expression(expr, df)
+        return df
+
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """Raw rows -> float32 feature matrix of shape (rows, output_dim).
 
@@ -84,15 +129,17 @@ class FittedPreprocessor:
         (and nulls) fall in the unknown bucket: all zeros for one-hot, index 0 for index
         encoding.
         """
+        df = self.prepare(df)
         n = len(df)
-        parts: list[np.ndarray] = []
+        dense: list[np.ndarray] = []
+        index: list[np.ndarray] = []
         for c in self.numeric:
             col = pd.to_numeric(df[c["name"]], errors="coerce").astype("float64")
             x = col.to_numpy(na_value=np.nan)
             x = np.where(np.isnan(x), c["fill"], x)
             if self.standardize:
                 x = (x - c["mean"]) / (c["std"] if c["std"] > 0 else 1.0)
-            parts.append(x.reshape(n, 1))
+            dense.append(x.reshape(n, 1))
         for c in self.categorical:
             cats = c["categories"]
             # Position in the vocabulary, -1 when unseen or null.
@@ -101,9 +148,15 @@ class FittedPreprocessor:
                 onehot = np.zeros((n, len(cats)), dtype=np.float64)
                 known = codes >= 0
                 onehot[np.flatnonzero(known), codes[known]] = 1.0
-                parts.append(onehot)
+                dense.append(onehot)
             else:
-                parts.append((codes + 1).astype(np.float64).reshape(n, 1))
+                index.append((codes + 1).astype(np.float64).reshape(n, 1))
+        for name, steps in self.chains.items():
+            block, idx = transforms.apply_chain(steps, df[name])
+            dense.append(block)
+            if idx is not None:
+                index.append(idx.reshape(n, 1))
+        parts = dense + index
         if not parts:
             return np.zeros((n, 0), dtype=np.float32)
         return np.hstack(parts).astype(np.float32)
@@ -150,11 +203,12 @@ class FittedPreprocessor:
     def from_json(cls, text: str) -> FittedPreprocessor:
         """Inverse of :meth:`to_json`."""
         data = json.loads(text)
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in _READABLE_VERSIONS:
             raise ValueError(
                 f"preprocessor format {data.get('format_version')} is not supported "
-                f"(expected {FORMAT_VERSION})"
+                f"(this rayline reads {', '.join(map(str, _READABLE_VERSIONS))})"
             )
+        data["format_version"] = FORMAT_VERSION  # version 1 is version 2 without chains
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -176,6 +230,35 @@ def _key(v: Any) -> Any:
     return v
 
 
+_USER_FNS: dict[str, Any] = {}
+
+
+def _user_fn(ref: str):
+    """Import a ``pkg.module:fn`` user transform once per process."""
+    if ref not in _USER_FNS:
+        import importlib
+
+        module, _, attr = ref.partition(":")
+        try:
+            _USER_FNS[ref] = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ImportError(
+                f"user transform '{ref}' cannot be imported: {exc}; make the module "
+                "importable where the pipeline and the model run"
+            ) from None
+    return _USER_FNS[ref]
+
+
+class _Prepare:
+    """``map_batches`` callable: a preprocessor's user transforms and derived columns."""
+
+    def __init__(self, prep: FittedPreprocessor):
+        self.prep = prep
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return self.prep.prepare(batch)
+
+
 def _json_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
@@ -194,6 +277,10 @@ def fit_preprocessor(
     max_categories: int,
     input_types: dict[str, str],
     allowed_classes: list[Any] | None = None,
+    chains: dict[str, list[dict[str, Any]]] | None = None,
+    derived: dict[str, str] | None = None,
+    user: list[str] | None = None,
+    raw_inputs: list[str] | None = None,
 ) -> FittedPreprocessor:
     """Fit the preprocessor with Ray Data aggregations (one pass over the train split).
 
@@ -204,6 +291,19 @@ def fit_preprocessor(
     """
     from ray.data.aggregate import Count, Mean, Std, ValueCounter
 
+    chains, derived, user = chains or {}, derived or {}, list(user or [])
+    shell = FittedPreprocessor(
+        task=task,
+        target=target,
+        classes=None,
+        numeric=[],
+        categorical=[],
+        derived=dict(derived),
+        user=user,
+    )
+    if derived or user:
+        # Derived columns and user transforms are fitted on like any raw column.
+        train_ds = train_ds.map_batches(_Prepare(shell), batch_format="pandas")
     aggs: list[Any] = [Count()]
     if task == "regression":
         aggs += [
@@ -214,7 +314,7 @@ def fit_preprocessor(
         aggs += [Mean(c, alias_name=f"mean:{c}"), Std(c, ddof=0, alias_name=f"std:{c}")]
     for c in categorical:
         aggs.append(ValueCounter(c, alias_name=f"counts:{c}"))
-    bool_cols = [c for c in numeric if input_types.get(c) == "bool"]
+    bool_cols = [c for c in [*numeric, *chains] if input_types.get(c) == "bool"]
     if bool_cols:
         # Arrow's mean/std kernels have no boolean variant; aggregate them as 0/1.
         train_ds = train_ds.map_batches(
@@ -261,6 +361,9 @@ def fit_preprocessor(
                 f"classification needs at least 2 classes in '{target}', found {classes}; "
                 "check data.target and the data"
             )
+    fitted_chains = (
+        transforms.fit_chains(train_ds, chains, {name: name for name in chains}) if chains else {}
+    )
     t_mean, t_std = 0.0, 1.0
     if task == "regression":
         t_mean = float(stats.get("target_mean") or 0.0)
@@ -276,6 +379,10 @@ def fit_preprocessor(
         encoding=encoding,
         standardize=standardize,
         input_types=input_types,
+        chains=fitted_chains,
+        derived=dict(derived),
+        user=user,
+        raw_inputs=list(raw_inputs or []),
     )
 
 
@@ -301,3 +408,51 @@ class BatchTransform:
         if self.with_target:
             out["y"] = self.prep.encode_target(batch[self.prep.target])
         return out
+
+
+def raw_input_columns(cfg: Any) -> list[str]:
+    """The raw columns a pipeline's model reads, in schema order.
+
+    With user transforms every declared column except the target is an input (a user
+    function may read any of them); otherwise the default feature columns, the columns
+    with a transform chain, and the columns derived expressions read.
+    """
+    from rayline.data.transforms import parse_expression
+
+    declared = [c for c in cfg.schema_.columns if c != cfg.data.target]
+    if cfg.features.user:
+        return declared
+    used = set(cfg.numeric_features()) | set(cfg.categorical_features())
+    used |= set(cfg.features.transforms)
+    for expr in cfg.features.derived.values():
+        used |= set(parse_expression(expr)[1])
+    return [c for c in declared if c in used]
+
+
+def fit_from_config(cfg: Any, train_ds: Any, all_ds: Any = None) -> FittedPreprocessor:
+    """Fit the preprocessor a pipeline config declares (``features`` section) on ``train_ds``."""
+    cols = cfg.schema_.columns
+    fcfg = cfg.features
+    chains = {
+        name: [step.model_dump(mode="json") for step in steps]
+        for name, steps in fcfg.transforms.items()
+    }
+    extended = bool(chains or fcfg.derived or fcfg.user)
+    return fit_preprocessor(
+        train_ds,
+        all_ds,
+        task=cfg.model.task,
+        target=cfg.data.target,
+        numeric=cfg.numeric_features(),
+        categorical=cfg.categorical_features(),
+        encoding=fcfg.encoding,
+        standardize=fcfg.standardize,
+        impute=fcfg.impute,
+        max_categories=fcfg.max_categories,
+        input_types={c: s.type for c, s in cols.items()},
+        allowed_classes=cols[cfg.data.target].allowed,
+        chains=chains,
+        derived=dict(fcfg.derived),
+        user=list(fcfg.user),
+        raw_inputs=raw_input_columns(cfg) if extended else None,
+    )

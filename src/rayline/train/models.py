@@ -148,14 +148,22 @@ def _tabular_layout(prep: Any) -> tuple[int, list[int]]:
             "the tabular builder needs the fitted preprocessor (prep=...) to know which input "
             "columns are categorical indices and their cardinalities"
         )
-    encoding = getattr(prep, "encoding", None)
-    if encoding != "index" or not getattr(prep, "categorical", None):
-        got = f"encoding '{encoding}'" if encoding != "index" else "no categorical columns"
-        raise ValueError(
-            "the tabular builder needs features.encoding: index and at least one categorical "
-            f"column (got {got}); set features.encoding: index, or use builder: mlp"
+    if hasattr(prep, "embedding_layout"):
+        dense, cardinalities = prep.embedding_layout()
+    else:  # a plain stand-in: numeric columns, then one index per categorical
+        dense = len(prep.numeric)
+        cardinalities = (
+            [len(c["categories"]) + 1 for c in prep.categorical]
+            if getattr(prep, "encoding", None) == "index"
+            else []
         )
-    return len(prep.numeric), [len(c["categories"]) + 1 for c in prep.categorical]
+    if not cardinalities:
+        raise ValueError(
+            "the tabular builder needs index-encoded columns (features.encoding: index with a "
+            "categorical column, or a transform chain ending in index, hash or bucketize with "
+            "output: index); none found, so use builder: mlp"
+        )
+    return dense, cardinalities
 
 
 # -- cnn ----------------------------------------------------------------------------------------
