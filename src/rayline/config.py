@@ -294,9 +294,10 @@ class FeaturesConfig(_Section):
     )
     user: list[str] = Field(
         default_factory=list,
-        description="User transforms 'pkg.module:fn', applied first, in order: pure "
-        "functions pandas.DataFrame -> pandas.DataFrame on raw batches (add or replace "
-        "columns). The module must be importable where the model is served.",
+        description="User transforms 'pkg.module:name', applied first, in order: a pure "
+        "function pandas.DataFrame -> pandas.DataFrame (adds or replaces columns), or a "
+        "class with fit(batches) -> JSON state and transform(batch, state) -> DataFrame, "
+        "fitted on the train split. The module ships with the registered model.",
     )
 
 

@@ -7,6 +7,7 @@ training used: :meth:`FittedPreprocessor.transform` is pure numpy/pandas and has
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class FittedPreprocessor:
     chains: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     derived: dict[str, str] = field(default_factory=dict)
     user: list[str] = field(default_factory=list)
+    user_state: dict[str, Any] = field(default_factory=dict)
     raw_inputs: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
@@ -115,7 +117,11 @@ class FittedPreprocessor:
             return df
         df = df.copy()
         for ref in self.user:
-            df = _user_fn(ref)(df)
+            fn = _user_fn(ref)
+            if isinstance(fn, type):  # stateful: fitted state from the train split
+                df = _instance(ref).transform(df, self.user_state[ref])
+            else:
+                df = fn(df)
             if not isinstance(df, pd.DataFrame):
                 raise TypeError(f"user transform {ref} must return a pandas DataFrame")
         for name, expr in self.derived.items():
@@ -249,6 +255,42 @@ def _user_fn(ref: str):
     return _USER_FNS[ref]
 
 
+_INSTANCES: dict[str, Any] = {}
+
+
+def _instance(ref: str) -> Any:
+    """One instance per process of a stateful user transform class."""
+    if ref not in _INSTANCES:
+        _INSTANCES[ref] = _user_fn(ref)()
+    return _INSTANCES[ref]
+
+
+def _fit_user_transforms(shell: FittedPreprocessor, train_ds: Any) -> None:
+    """Fit the stateful user transforms in order, each on the output of those before it.
+
+    A stateful transform is a class with ``fit(self, batches) -> dict`` (``batches``: an
+    iterator of pandas DataFrames of the train split, streamed to the driver; the returned
+    state must be JSON-serialisable) and ``transform(self, batch, state) -> DataFrame``.
+    """
+    done: list[str] = []
+    for ref in shell.user:
+        fn = _user_fn(ref)
+        if isinstance(fn, type):
+            prefix = dataclasses.replace(shell, user=list(done), derived={})
+            batches = train_ds.map_batches(_Prepare(prefix), batch_format="pandas").iter_batches(
+                batch_format="pandas", batch_size=65536
+            )
+            state = fn().fit(batches)
+            try:
+                json.dumps(state)
+            except TypeError as exc:
+                raise TypeError(
+                    f"user transform {ref}.fit must return JSON-serialisable state: {exc}"
+                ) from None
+            shell.user_state[ref] = state
+        done.append(ref)
+
+
 class _Prepare:
     """``map_batches`` callable: a preprocessor's user transforms and derived columns."""
 
@@ -301,6 +343,8 @@ def fit_preprocessor(
         derived=dict(derived),
         user=user,
     )
+    if user:
+        _fit_user_transforms(shell, train_ds)
     if derived or user:
         # Derived columns and user transforms are fitted on like any raw column.
         train_ds = train_ds.map_batches(_Prepare(shell), batch_format="pandas")
@@ -382,6 +426,7 @@ def fit_preprocessor(
         chains=fitted_chains,
         derived=dict(derived),
         user=user,
+        user_state=shell.user_state,
         raw_inputs=list(raw_inputs or []),
     )
 
