@@ -7,7 +7,6 @@ import pytest
 
 from rayline.config import DriftConfig
 from rayline.data.profile import (
-    QUANTILES,
     ColumnProfile,
     Profile,
     compare,
@@ -15,25 +14,29 @@ from rayline.data.profile import (
     numeric_shares,
     psi,
     render_html,
+    write_html,
 )
 
 
-def numeric(values: np.ndarray, nulls: int = 0) -> ColumnProfile:
+def numeric(values: np.ndarray, nulls: int = 0, points: int = 101) -> ColumnProfile:
     return ColumnProfile(
         kind="numeric",
+        type="float",
         count=len(values) + nulls,
         nulls=nulls,
         min=float(values.min()),
         max=float(values.max()),
         mean=float(values.mean()),
         std=float(values.std()),
-        quantiles=[float(q) for q in np.quantile(values, QUANTILES)],
+        quantiles=[float(q) for q in np.quantile(values, np.linspace(0, 1, points))],
     )
 
 
 def categorical(counts: dict[str, int], nulls: int = 0, other: int = 0) -> ColumnProfile:
     return ColumnProfile(
         kind="categorical",
+        type="string",
+        distinct=len(counts),
         count=sum(counts.values()) + nulls + other,
         nulls=nulls,
         top=counts,
@@ -134,3 +137,107 @@ def test_html_report_escapes_names_and_draws_every_column():
     assert "<script>" not in page and "&lt;script&gt;" in page and "t &lt;1&gt;" in page
     assert page.count("<svg") == 2 and "champion (m v1)" in page
     assert "<svg" in render_html(cur)  # without a reference: one series per chart
+
+
+def test_numeric_psi_with_nulls_matches_numpy_through_compare():
+    rng = np.random.default_rng(4)
+    ref, cur = rng.gamma(2.0, 20.0, size=40_000), rng.gamma(2.0, 24.0, size=40_000)
+    rp, cp = numeric(ref, nulls=400), numeric(cur, nulls=4_000)
+    full = [-np.inf, *np.quantile(ref, np.arange(1, 10) / 10), np.inf]
+    r_sh = np.concatenate([[400 / 40_400], np.histogram(ref, full)[0] / 40_400])
+    c_sh = np.concatenate([[4_000 / 44_000], np.histogram(cur, full)[0] / 44_000])
+    report = compare(Profile(44_000, {"x": cp}), Profile(40_400, {"x": rp}), DriftConfig())
+    assert report.columns["x"].psi == pytest.approx(psi(c_sh, r_sh), rel=0.05)
+    assert report.columns["x"].bins[0] == "null" and len(report.columns["x"].bins) == 11
+
+
+def test_bins_follow_the_reference_quantiles_at_any_resolution():
+    x = np.random.default_rng(5).normal(size=10_000)
+    coarse = numeric(x, points=51)  # a profile computed with quantiles=50
+    edges = numeric_bins(coarse, 4)
+    assert edges == pytest.approx(np.quantile(x, [0.25, 0.5, 0.75]), abs=0.05)
+    assert numeric_shares(coarse, edges)[1:] == pytest.approx([0.25] * 4, abs=1e-9)
+    assert numeric_shares(numeric(x), edges)[1:] == pytest.approx([0.25] * 4, abs=0.01)
+
+
+def test_point_masses_dedupe_edges_and_compare_exactly():
+    rng = np.random.default_rng(6)
+    ref = numeric(rng.choice([1.0, 2.0, 3.0], p=[0.5, 0.3, 0.2], size=10_000).astype(float))
+    edges = numeric_bins(ref, 10)
+    assert edges == [1.0, 2.0, 3.0]
+    assert numeric_shares(ref, edges)[1:] == pytest.approx([0.5, 0.3, 0.2, 0.0], abs=0.011)
+
+
+def test_bool_columns_compare_their_true_share():
+    def boolean(true: float, nulls: int = 0) -> ColumnProfile:
+        return ColumnProfile(
+            kind="numeric", type="bool", count=1000, nulls=nulls, min=0.0, max=1.0, mean=true
+        )
+
+    report = compare(
+        Profile(1000, {"b": boolean(0.3, nulls=100)}),
+        Profile(1000, {"b": boolean(0.6)}),
+        DriftConfig(),
+    )
+    col = report.columns["b"]
+    assert col.bins == ["null", "false", "true"]
+    assert col.current_shares == pytest.approx([0.1, 0.63, 0.27])
+    assert col.psi == pytest.approx(psi(np.array([0.1, 0.63, 0.27]), np.array([0, 0.4, 0.6])))
+
+
+def test_unseen_rate_is_marked_an_upper_bound_when_the_reference_is_truncated():
+    ref = categorical({"a": 500, "b": 300}, other=200)
+    cur = categorical({"a": 500, "c": 500})
+    col = compare(Profile(1000, {"s": cur}), Profile(1000, {"s": ref}), DriftConfig()).columns["s"]
+    assert col.unseen_rate == pytest.approx(0.5)
+    assert "upper bound" in col.note
+    exact = compare(Profile(1000, {"s": cur}), Profile(1000, {"s": cur}), DriftConfig())
+    assert exact.columns["s"].unseen_rate == 0.0 and exact.columns["s"].note == ""
+
+
+def test_reasons_name_the_column_the_value_and_the_threshold():
+    rng = np.random.default_rng(7)
+    ref = Profile(5000, {"income": numeric(rng.normal(size=5000))})
+    cur = Profile(5000, {"income": numeric(rng.normal(0.7, size=5000))})
+    cfg = DriftConfig(default={"psi": 0.2, "action": "fail"})
+    report = compare(cur, ref, cfg)
+    value = report.columns["income"].psi
+    assert report.reasons() == [f"drift: income PSI {value:.3f} > 0.2 (fail)"]
+    assert report.to_dict()["failed"] == ["income"]
+    relaxed = compare(cur, ref, DriftConfig(default={"psi": 10.0}))
+    assert relaxed.status == "ok" and relaxed.reasons() == []
+    assert relaxed.columns["income"].reason.endswith("<= 10 (ok)")
+
+
+def test_columns_only_one_side_has_are_noted_not_failed():
+    x = np.arange(100.0)
+    cur = Profile(100, {"x": numeric(x), "s": numeric(x)})
+    ref = Profile(100, {"x": numeric(x), "s": categorical({"a": 100}), "gone": numeric(x)})
+    report = compare(cur, ref, DriftConfig(default={"psi": 0.0, "action": "fail"}))
+    assert report.columns["gone"].status == "skipped"
+    assert "not in this one" in report.columns["gone"].reason
+    assert "was categorical" in report.columns["s"].reason
+    assert report.failed == [] and report.status == "ok"  # x: PSI 0, not > 0
+
+
+def test_json_is_plain_and_versioned():
+    empty = ColumnProfile(kind="numeric", type="float", count=0, nulls=0)
+    p = Profile(0, {"e": empty, "s": categorical({})})
+    text = p.to_json()
+    assert "NaN" not in text and '"format_version": 1' in text
+    assert Profile.from_json(text) == p
+    with pytest.raises(ValueError, match="format_version 99"):
+        Profile.from_json(text.replace('"format_version": 1', '"format_version": 99'))
+
+
+def test_html_without_drift_overlays_the_reference_and_folds_long_tails(tmp_path):
+    counts = {f"c{i:03d}": 1000 - i for i in range(60)}
+    cur = Profile(60_000, {"s": categorical(counts), "x": numeric(np.arange(500.0))})
+    ref = Profile(60_000, {"s": categorical(counts), "x": numeric(np.arange(500.0) * 2)})
+    page = render_html(cur, ref, None, "profile")
+    assert "champion" in page and 'class="ref"' in page
+    assert "c000" in page and "c019" in page and "c020" not in page and "(other)" in page
+    assert "≤ 99.8" in page  # the reference's first decile edge labels the first bin
+    out = write_html(tmp_path / "r" / "p.html", cur, ref, compare(cur, ref, DriftConfig()))
+    assert out.read_text().startswith("<!doctype html>")
+    assert render_html(cur).count('class="ref"') == 0
