@@ -104,10 +104,10 @@ def ingest_and_validate(cfg: PipelineConfig, run_dir: str, stages: _Stages) -> s
     with stages("ingest") as t:
         sources = ingest.resolve_sources(cfg.data.path, cfg.data.format, cfg.data.endpoint_url)
         fingerprint = ingest.fingerprint(sources)
-        validate.check_file_schemas(sources, cfg.schema_.columns)
+        footer_rows = validate.check_file_schemas(sources, cfg.schema_.columns)
         t.summary = f"{len(sources.files)} {sources.format} file(s), fingerprint {fingerprint[:12]}"
     with stages("validate+split") as t:
-        report = stage.stage(cfg, sources, fingerprint, run_dir)
+        report = stage.stage(cfg, sources, fingerprint, run_dir, footer_rows)
         t.summary = (
             f"rows_in={report.rows_in} ok={report.rows_ok} quarantined={report.rows_quarantined} "
             + " ".join(f"{k}={v}" for k, v in report.splits.items())

@@ -362,7 +362,7 @@ def fit_preprocessor(
     if bool_cols:
         # Arrow's mean/std kernels have no boolean variant; aggregate them as 0/1.
         train_ds = train_ds.map_batches(
-            _bools_to_float, fn_kwargs={"columns": bool_cols}, batch_format="pandas"
+            bools_to_float, fn_kwargs={"columns": bool_cols}, batch_format="pandas"
         )
     stats = train_ds.aggregate(*aggs)
     if not stats or not stats.get("count()"):
@@ -431,7 +431,9 @@ def fit_preprocessor(
     )
 
 
-def _bools_to_float(batch: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def bools_to_float(batch: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``map_batches`` callable: bool columns as 0/1 floats (Arrow's mean/std kernels reject
+    booleans; as 0/1 the mean is the share of true)."""
     for c in columns:
         batch[c] = batch[c].astype("float64")
     return batch

@@ -125,13 +125,6 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _bools_to_float(batch, columns: list[str]):
-    # Arrow's mean/std kernels reject booleans; as 0/1 the mean is the share of true.
-    for c in columns:
-        batch[c] = batch[c].astype("float64")
-    return batch
-
-
 @functools.cache
 def _block_quantile_cls() -> type:
     """Ray Data's ``ApproximateQuantile``, fed a whole block at a time and in float64.
@@ -259,7 +252,9 @@ def compute_profile(
     categorical = [c for c, t in columns.items() if t == "string"]
     bools = [c for c in numeric if columns[c] == "bool"]
     if bools:
-        ds = ds.map_batches(_bools_to_float, fn_kwargs={"columns": bools}, batch_format="pandas")
+        from rayline.data.features import bools_to_float
+
+        ds = ds.map_batches(bools_to_float, fn_kwargs={"columns": bools}, batch_format="pandas")
     probs = [float(p) for p in quantile_probs(quantiles + 1)]
     # An empty dataset aggregates to None.
     stats = ds.aggregate(*_aggregates(numeric, categorical, probs)) or {}

@@ -277,8 +277,17 @@ def read_split(staged_path: str, split: str, columns: list[str] | None = None):
     return ds.drop_columns([REASON_COL, RULES_COL, SOURCE_COL]) if split != QUARANTINE else ds
 
 
-def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: str) -> DataReport:
+def stage(
+    cfg: PipelineConfig,
+    sources: SourceFiles,
+    fingerprint: str,
+    out_dir: str,
+    source_rows: dict[str, int] | None = None,
+) -> DataReport:
     """Validate and split every input row in one streaming pass; write and count the result.
+
+    ``source_rows`` are the Parquet footer counts when the caller already read them
+    (:func:`rayline.data.validate.check_file_schemas` returns them); else they are read here.
 
     Raises:
         DataValidationError: a rule with ``on_violation: fail`` was broken, a rule broke its
@@ -291,7 +300,8 @@ def stage(cfg: PipelineConfig, sources: SourceFiles, fingerprint: str, out_dir: 
     fs, inner = pafs.FileSystem.from_uri(staged if "://" in staged else os.path.abspath(staged))
     contract = _contract_hash(cfg)
     reused = _reusable_marker(fs, inner, fingerprint, contract)
-    source_rows = _source_row_counts(sources)
+    if source_rows is None:
+        source_rows = _source_row_counts(sources)
     if reused is not None:
         log.info("reusing staged data at %s (same input fingerprint and contract)", staged)
         counts, top, rule_counts = reused["counts"], reused["top_reasons"], reused["rule_counts"]

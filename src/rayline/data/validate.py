@@ -50,21 +50,27 @@ def _compatible(arrow_type: pa.DataType, declared: str) -> bool:
 
 
 def _file_schema(sources: SourceFiles, path: str) -> pa.Schema:
+    return _file_footer(sources, path)[0]
+
+
+def _file_footer(sources: SourceFiles, path: str) -> tuple[pa.Schema, int | None]:
+    """A file's schema, and its row count where the format records one (Parquet)."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     try:
         if sources.format == "parquet":
             with sources.filesystem.open_input_file(path) as f:
-                return pq.read_schema(f)
+                footer = pq.ParquetFile(f)
+                return footer.schema_arrow, footer.metadata.num_rows
         if sources.format == "json":
             with sources.filesystem.open_input_stream(path) as f:
                 keys = jsonl_keys(io.TextIOWrapper(f, encoding="utf-8", errors="replace"))
-            return pa.schema([(k, pa.string()) for k in keys])
+            return pa.schema([(k, pa.string()) for k in keys]), None
         with sources.filesystem.open_input_stream(path) as f:
             # Only the header matters here; malformed rows are the reader's business.
             skip = pacsv.ParseOptions(invalid_row_handler=lambda row: "skip")
-            return pacsv.open_csv(f, parse_options=skip).schema
+            return pacsv.open_csv(f, parse_options=skip).schema, None
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataValidationError(
             f"cannot read '{sources.display(path)}' as {sources.format}: {exc}. The file is "
@@ -72,19 +78,28 @@ def _file_schema(sources: SourceFiles, path: str) -> pa.Schema:
         ) from None
 
 
-def check_file_schemas(sources: SourceFiles, columns: dict[str, ColumnSpec]) -> None:
+def check_file_schemas(
+    sources: SourceFiles, columns: dict[str, ColumnSpec]
+) -> dict[str, int] | None:
     """Check that every file has every declared column with a compatible type.
 
     Reads only file footers (Parquet), the header block (CSV) or the first lines (JSON
     Lines), never the data. Hive partition values in a file's path count as its columns.
 
+    Returns:
+        Rows per file (by display name) from the Parquet footers just read, for staging's
+        row accounting; None for text formats, which record no count.
+
     Raises:
         DataValidationError: naming every offending file and column.
     """
     problems = []
+    rows: dict[str, int] = {}
     for path in sources.files:
-        schema = _file_schema(sources, path)
+        schema, num_rows = _file_footer(sources, path)
         name = sources.display(path)
+        if num_rows is not None:
+            rows[name] = num_rows
         partition_keys = hive_values(path)
         missing = [c for c in columns if c not in schema.names and c not in partition_keys]
         if missing:
@@ -104,6 +119,7 @@ def check_file_schemas(sources: SourceFiles, columns: dict[str, ColumnSpec]) -> 
         raise DataValidationError(
             "input files break the schema:\n" + "\n".join(f"  - {p}" for p in problems)
         )
+    return rows if sources.format == "parquet" else None
 
 
 def _exact_int(v: object) -> int | None:
