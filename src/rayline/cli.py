@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from rayline.errors import RaylineError
+from rayline.errors import Interrupted, RaylineError
 
 app = typer.Typer(
     add_completion=False,
@@ -58,6 +58,18 @@ def _user_errors(verbose: bool = False) -> Iterator[None]:
     """Turn errors into one clear line and an exit code: 2 for the user's, 1 for ours."""
     try:
         yield
+    except Interrupted as exc:
+        typer.secho(f"interrupted: {exc}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130) from None
+    except KeyboardInterrupt:
+        typer.secho(
+            "interrupted: the run stopped before it finished and nothing was registered; run "
+            "it again with the same runtime.run_name to resume (staged data, finished trials "
+            "and checkpoints are kept)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        raise typer.Exit(code=130) from None
     except RaylineError as exc:
         _fail(exc)
     except Exception as exc:

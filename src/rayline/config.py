@@ -482,6 +482,13 @@ class TrainConfig(_Section):
         ge=-1,
         description="Worker-group restarts allowed (from the last checkpoint); -1 = unlimited.",
     )
+    placement_timeout_s: float = Field(
+        120,
+        gt=0,
+        description="Seconds to wait for the cluster to place the training workers (CPUs/GPUs "
+        "free, or autoscaled nodes up); past it the run (or the Tune trial) fails with the "
+        "resources it waited for instead of retrying forever.",
+    )
 
 
 class ParamSpec(_Section):
@@ -634,6 +641,11 @@ class RuntimeConfig(_Section):
         description="Root for runs, checkpoints and staged data (local path or URI).",
     )
     run_name: str | None = Field(None, description="Name of this run (default: name + timestamp).")
+    dashboard: bool = Field(
+        True,
+        description="Start Ray's dashboard (and its State API, on 127.0.0.1) with a local Ray; "
+        "Ray Train's own placement-group cleanup needs it. Off saves ~1 s of start-up.",
+    )
     log_to_driver: bool = Field(
         False,
         description="Stream every Ray worker's log lines to the console (`rayline run -v` sets "

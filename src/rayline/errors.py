@@ -35,6 +35,10 @@ class TrainingError(RaylineError):
     """Training or tuning failed (all trials errored, a worker failed past max_failures)."""
 
 
+class Interrupted(RaylineError):
+    """The run was stopped (Ctrl-C, SIGTERM) before it finished; nothing was registered."""
+
+
 class RegistryError(RaylineError):
     """The MLflow tracking server or model registry could not be used."""
 

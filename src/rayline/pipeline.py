@@ -26,7 +26,7 @@ from typing import Any
 
 from rayline.config import PipelineConfig
 from rayline.data import features, ingest, stage, validate
-from rayline.errors import ConfigError, DataValidationError
+from rayline.errors import ConfigError, DataValidationError, Interrupted
 from rayline.gate import GateDecision, decide
 from rayline.lineage import git_info, package_versions
 from rayline.runtime import check_training_fits, init_ray, resolve_storage
@@ -157,7 +157,12 @@ def run_pipeline(
         resources = init_ray(cfg.runtime)
         local_ray = not (cfg.runtime.address or os.environ.get("RAY_ADDRESS"))
         try:
-            check_training_fits(cfg.train, resources)
+            if cfg.tune.enabled:
+                check_training_fits(
+                    tune_mod.largest_trial(cfg), resources, trial_cpus=tune_mod.TRIAL_CPUS
+                )
+            else:
+                check_training_fits(cfg.train, resources)
         except Exception:
             if local_ray:
                 raise
@@ -232,15 +237,20 @@ def run_pipeline(
 
         if cfg.tune.enabled:
             with stages("tune") as t:
-                best, trials = tune_mod.run_tune(
-                    cfg,
-                    prep,
-                    report.staged_path,
-                    f"{run_dir}/tune",
-                    "tune",
-                    resources.get("CPU", 1),
-                    report.splits["train"],
-                )
+                try:
+                    best, trials = tune_mod.run_tune(
+                        cfg,
+                        prep,
+                        report.staged_path,
+                        f"{run_dir}/tune",
+                        "tune",
+                        resources.get("CPU", 1),
+                        report.splits["train"],
+                    )
+                except Interrupted as exc:
+                    raise Interrupted(
+                        f"run '{run_name}': {exc} (runtime.run_name={run_name})"
+                    ) from None
                 registry.log_trials(trials, run_id)
                 failed = sum(1 for tr in trials if tr.error)
                 t.summary = (

@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException, RestException
 
 import rayline
 from rayline.config import RegistryConfig
-from rayline.errors import RegistryError
+from rayline.errors import Interrupted, RegistryError
 from rayline.lineage import package_versions
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,9 @@ class Registry:
             ) from None
         try:
             yield active.info.run_id
+        except (KeyboardInterrupt, Interrupted):
+            mlflow.end_run(status="KILLED")
+            raise
         except BaseException:
             mlflow.end_run(status="FAILED")
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from rayline.config import RuntimeConfig, TrainConfig
 from rayline.errors import ClusterError
@@ -55,8 +56,8 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                     address="local",
                     num_cpus=num_cpus,
                     object_store_memory=cfg.object_store_memory,
-                    include_dashboard=False,
                     log_to_driver=cfg.log_to_driver,
+                    **_dashboard_options(cfg.dashboard),
                 )
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             where = f"at '{address}'" if address else "locally"
@@ -66,6 +67,44 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
             ) from None
     _configure_ray_data()
     return dict(ray.cluster_resources())
+
+
+def _dashboard_options(enabled: bool) -> dict[str, Any]:
+    """``ray.init`` options for a local Ray's dashboard, which serves the State API.
+
+    Ray Train's placement-group cleaner asks the State API whether a trainer's controller
+    is still alive; without a dashboard every query fails and nothing is cleaned (rayline
+    releases stopped trials' placement groups itself as well, see
+    :mod:`rayline.train.placement`). Inside Ray's workers the State API client finds its
+    server by looking for *a* local Ray instance, which is ambiguous, or wrong, when
+    another Ray runs on the same machine; so the dashboard gets a port picked here, and
+    every worker of this job is told its address (``RAY_API_SERVER_ADDRESS``).
+    """
+    if not enabled:
+        return {"include_dashboard": False}
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp_cors") is None:  # ray[default] is not installed
+        log.warning(
+            "Ray's dashboard dependencies are missing (pip install 'ray[default]'); starting "
+            "without the dashboard and its State API"
+        )
+        return {"include_dashboard": False}
+    port = _free_port()
+    return {
+        "include_dashboard": True,
+        "dashboard_host": "127.0.0.1",
+        "dashboard_port": port,
+        "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _configure_ray_data() -> None:
@@ -87,8 +126,13 @@ def _configure_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def check_training_fits(train: TrainConfig, resources: dict[str, float]) -> None:
+def check_training_fits(
+    train: TrainConfig, resources: dict[str, float], trial_cpus: float = 0
+) -> None:
     """Fail fast when the training workers can never be scheduled, instead of waiting forever.
+
+    ``trial_cpus`` is what a Tune trial holds beside its workers (its own driver function):
+    a sweep whose one trial cannot fit must fail before any trial trains.
 
     Raises:
         ClusterError: the request exceeds the cluster's total CPUs or GPUs.
@@ -103,13 +147,14 @@ def check_training_fits(train: TrainConfig, resources: dict[str, float]) -> None
                 f"but the cluster has {have:g}; lower train.resources_per_worker.{name} or "
                 "train.num_workers"
             )
-    need_cpu = train.num_workers * train.cpus_per_worker
+    need_cpu = train.num_workers * train.cpus_per_worker + trial_cpus
     have_cpu = resources.get("CPU", 0)
     if need_cpu > have_cpu:
+        trial = f" + {trial_cpus:g} for the Tune trial itself" if trial_cpus else ""
         raise ClusterError(
-            f"training asks for {train.num_workers} workers x {train.cpus_per_worker:g} CPU = "
-            f"{need_cpu:g} CPUs but the cluster has {have_cpu:g}; lower train.num_workers or "
-            "train.cpus_per_worker, or raise runtime.num_cpus for a local run"
+            f"training asks for {train.num_workers} workers x {train.cpus_per_worker:g} CPU"
+            f"{trial} = {need_cpu:g} CPUs but the cluster has {have_cpu:g}; lower "
+            "train.num_workers or train.cpus_per_worker, or raise runtime.num_cpus for a local run"
         )
     if train.use_gpu:
         have_gpu = resources.get("GPU", 0)

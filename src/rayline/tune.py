@@ -15,8 +15,16 @@ from typing import Any
 
 from rayline.config import ParamSpec, PipelineConfig
 from rayline.data.features import FittedPreprocessor
-from rayline.errors import TrainingError
-from rayline.train.trainer import SCORE_KEY, TrainResult, build_datasets, loop_config, make_trainer
+from rayline.errors import Interrupted, TrainingError
+from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
+from rayline.train.trainer import (
+    SCORE_KEY,
+    TrainResult,
+    build_datasets,
+    describe_failure,
+    loop_config,
+    make_trainer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +61,34 @@ def param_space(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     return space
 
 
+#: CPUs a trial's own function holds beside its training workers (Tune's default).
+TRIAL_CPUS = 1.0
+
+
+def largest_trial(cfg: PipelineConfig):
+    """The train config of the most resource-hungry trial the search space can sample."""
+    update: dict[str, Any] = {}
+    for key in ("num_workers", "cpus_per_worker"):
+        spec = cfg.tune.search_space.get(f"train.{key}")
+        if spec is None:
+            continue
+        if spec.type == "choice":
+            update[key] = max(spec.values)
+        elif spec.type == "randint":
+            update[key] = int(spec.high) - 1  # Tune's randint excludes the upper bound
+        else:
+            update[key] = spec.high
+    if cfg.tune.search_space.get("train.use_gpu") is not None:
+        update["use_gpu"] = any(cfg.tune.search_space["train.use_gpu"].values or [])
+    return cfg.train.model_copy(update=update)
+
+
 def default_concurrency(cfg: PipelineConfig, cluster_cpus: float) -> int:
     """Trials that fit at once while leaving a CPU for Ray Data.
 
     Each trial holds one CPU for its driver function plus its workers' CPUs.
     """
-    per_trial = 1 + cfg.train.num_workers * cfg.train.cpus_per_worker
+    per_trial = TRIAL_CPUS + cfg.train.num_workers * cfg.train.cpus_per_worker
     return max(1, math.floor((cluster_cpus - 1) / per_trial))
 
 
@@ -74,6 +104,8 @@ def _trial(
         loop_cfg[section].update(sampled.get(section, {}))
     prep = FittedPreprocessor.from_json(loop_cfg["prep"])
     trial_id = ray.tune.get_context().get_trial_id()
+    # The Train run is named after the trial, so a restored sweep's unfinished trial finds
+    # its own checkpoints again.
     trainer = make_trainer(
         loop_cfg,
         build_datasets(staged_path, prep),
@@ -82,7 +114,12 @@ def _trial(
         mode=mode,
         callbacks=[TuneReportCallback()],
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray's wrapped worker/controller errors: one line for the table
+        raise TrainingError(
+            f"trial {trial_id}: {describe_failure(exc, loop_cfg['train'])}"
+        ) from None
 
 
 def _flatten(sampled: dict[str, Any]) -> dict[str, Any]:
@@ -125,24 +162,57 @@ def run_tune(
     trainable = tune.with_parameters(
         _trial, base=base, staged_path=staged_path, storage_path=f"{storage_path}/trials", mode=mode
     )
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space(cfg),
-        tune_config=tune.TuneConfig(
-            metric=SCORE_KEY,
-            mode=mode,
-            num_samples=cfg.tune.num_samples,
-            scheduler=scheduler,
-            # A seeded sampler draws the same trials on a rerun of the same config; it also
-            # carries the concurrency limit (Tune ignores max_concurrent_trials beside it).
-            search_alg=BasicVariantGenerator(
-                random_state=cfg.train.seed, max_concurrent=concurrency
+    experiment = f"{storage_path}/{name}"
+    if tune.Tuner.can_restore(experiment):
+        # The same run was interrupted or killed (or finished and failed later): finished
+        # trials keep their results, unfinished ones start again from their checkpoints.
+        log.info("tuning: resuming the sweep in %s", experiment)
+        tuner = tune.Tuner.restore(
+            experiment,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+            param_space=param_space(cfg),
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(cfg),
+            tune_config=tune.TuneConfig(
+                metric=SCORE_KEY,
+                mode=mode,
+                num_samples=cfg.tune.num_samples,
+                scheduler=scheduler,
+                # A seeded sampler draws the same trials on a rerun of the same config; it
+                # also carries the concurrency limit (Tune ignores max_concurrent_trials
+                # beside it).
+                search_alg=BasicVariantGenerator(
+                    random_state=cfg.train.seed, max_concurrent=concurrency
+                ),
             ),
-        ),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
-    )
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage_path,
+                verbose=0,
+                # Frees each stopped trial's training placement group (a stopped trial's
+                # Train controller dies before it can; see rayline.train.placement).
+                callbacks=[ReleaseStoppedTrials()],
+            ),
+        )
     log.info("tuning: %d trials, %d at a time", cfg.tune.num_samples, concurrency)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        release_orphaned("after the sweep")
+    unfinished = _unfinished_trials(grid)
+    if unfinished:
+        raise Interrupted(
+            f"the sweep was stopped before {len(unfinished)} of {cfg.tune.num_samples} trials "
+            f"finished ({', '.join(unfinished[:5])}{', ...' if len(unfinished) > 5 else ''}); "
+            "nothing was evaluated or registered. Run the same config again with the same "
+            "runtime.run_name to resume it: finished trials are kept"
+        )
 
     summaries: list[TrialSummary] = []
     best: tuple[float, TrainResult] | None = None
@@ -161,7 +231,7 @@ def run_tune(
                 params=_flatten(sampled),
                 history=history,
                 best=top,
-                error=str(result.error) if result.error else None,
+                error=_error_line(result.error) if result.error else None,
             )
         )
         if top and (best is None or sign * top[SCORE_KEY] > sign * best[0]):
@@ -188,6 +258,23 @@ def run_tune(
         )
     log.info("best trial %s: %s=%.4f", best[1].trial_id, cfg.metric, best[0])
     return best[1], summaries
+
+
+def _error_line(error: BaseException) -> str:
+    """A trial's error as the one line its trainable raised, without Ray's traceback."""
+    from rayline.errors import find_user_error
+
+    found = find_user_error(error)
+    if found is not None:
+        return str(found)
+    lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:500]
+
+
+def _unfinished_trials(grid: Any) -> list[str]:
+    """Trials Tune left neither TERMINATED nor ERROR: the run was cut short (Ctrl-C)."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    return [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
 
 
 def _finite(v: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,41 @@ def loop_config(
     }
 
 
+#: Ray Train V2's environment variable for the worker-group start-up (placement) timeout.
+WORKER_GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+
+
+def worker_resources(tcfg: dict[str, Any]) -> dict[str, float]:
+    """What one training worker reserves (GPUs are added by Ray Train when ``use_gpu``)."""
+    return {"CPU": tcfg["cpus_per_worker"], **tcfg.get("resources_per_worker", {})}
+
+
+def describe_failure(exc: BaseException, tcfg: dict[str, Any]) -> str:
+    """One line for people: what failed; for a placement timeout, what was waited for."""
+    text = str(exc)
+    if "worker group startup timed out" not in text.lower():
+        return _first_line(exc)
+    import ray
+
+    per = dict(worker_resources(tcfg))
+    if tcfg.get("use_gpu"):
+        per["GPU"] = per.get("GPU", 1.0)
+    n = int(tcfg["num_workers"])
+    need = ", ".join(f"{n * v:g} {k}" for k, v in sorted(per.items()))
+    try:
+        free, total = ray.available_resources(), ray.cluster_resources()
+        have = ", ".join(f"{free.get(k, 0):g} of {total.get(k, 0):g} {k} free" for k in sorted(per))
+    except Exception:  # not connected: say what was asked only
+        have = "unknown"
+    return (
+        f"the {n} training workers ({', '.join(f'{v:g} {k}' for k, v in sorted(per.items()))} "
+        f"each, {need} in all) could not be placed within "
+        f"{float(tcfg.get('placement_timeout_s', 120)):g} s (cluster: {have}); lower "
+        "train.num_workers or tune.max_concurrent_trials, add resources (runtime.num_cpus for a "
+        "local run), or raise train.placement_timeout_s while a cluster autoscales"
+    )
+
+
 def make_trainer(
     loop_cfg: dict[str, Any],
     datasets: dict[str, Any],
@@ -85,7 +121,12 @@ def make_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     tcfg = loop_cfg["train"]
-    resources = {"CPU": tcfg["cpus_per_worker"], **tcfg.get("resources_per_worker", {})}
+    resources = worker_resources(tcfg)
+    # Ray Train reads its worker-group start-up timeout from the environment of the process
+    # that calls fit() (and forwards it to its controller); with it and a zero controller
+    # failure budget, workers that cannot be placed fail the run after placement_timeout_s
+    # instead of retrying every 60 s forever (Train V2's default budget is unlimited).
+    os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = str(float(tcfg.get("placement_timeout_s", 120)))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
@@ -116,7 +157,9 @@ def make_trainer(
                 checkpoint_score_attribute=SCORE_KEY,
                 checkpoint_score_order=mode,
             ),
-            failure_config=ray.train.FailureConfig(max_failures=tcfg["max_failures"]),
+            failure_config=ray.train.FailureConfig(
+                max_failures=tcfg["max_failures"], controller_failure_limit=0
+            ),
             callbacks=callbacks,
         ),
     )
@@ -155,7 +198,7 @@ def fit(
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors in its own types
-        raise TrainingError(f"training failed: {_first_line(exc)}") from exc
+        raise TrainingError(f"training failed: {describe_failure(exc, loop_cfg['train'])}") from exc
     best = result.get_best_checkpoint(metric=SCORE_KEY, mode=cfg.metric_mode)
     if best is None:
         raise TrainingError("training finished without a checkpoint; check train.epochs")
@@ -173,7 +216,7 @@ def fit(
     )
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     """The message of a (Ray-wrapped) worker error without the worker's traceback."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     keep = [line for line in lines if not line.startswith((" ", "Traceback", "[Rank"))]
