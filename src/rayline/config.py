@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rayline.errors import ConfigError
 from rayline.metrics import METRICS, metric_names
@@ -528,19 +528,58 @@ class TuneConfig(_Section):
     )
     search_space: dict[str, ParamSpec] = Field(
         default_factory=dict,
-        description="Dotted key under `train` or `model` (e.g. `train.lr`) -> distribution.",
+        description="Dotted key under `train` or `model` (e.g. `train.lr`) -> distribution, "
+        "or a plain list of candidate values (a `choice`).",
     )
-    scheduler: Literal["asha", "fifo"] = Field(
-        "asha", description="'asha' stops weak trials early; 'fifo' runs each to the end."
+    search: Literal["random", "grid", "optuna"] = Field(
+        "random",
+        description="How trials are drawn: 'random' (seeded by train.seed), 'grid' (every "
+        "combination of `choice` values, each num_samples times when num_samples is set, "
+        "else once) or 'optuna' (Optuna's TPE, seeded; reproducible with one trial at a time).",
     )
-    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped.")
+    scheduler: Literal["asha", "median", "fifo"] = Field(
+        "asha",
+        description="'asha' stops weak trials early at rungs; 'median' stops a trial whose "
+        "metric is worse than the median of the others at the same epoch; 'fifo' runs each to "
+        "the end.",
+    )
+    grace_period: int = Field(
+        1, ge=1, description="ASHA/median: epochs before a trial may be stopped."
+    )
     reduction_factor: float = Field(
         2.0, gt=1, description="ASHA: keep 1/reduction_factor of the trials at each rung."
     )
 
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _lists_are_choices(cls, space: Any) -> Any:
+        if isinstance(space, dict):
+            return {
+                k: {"type": "choice", "values": v} if isinstance(v, list) else v
+                for k, v in space.items()
+            }
+        return space
+
     @model_validator(mode="after")
     def _check_space(self) -> TuneConfig:
         problems = []
+        if self.search == "grid":
+            for key, spec in self.search_space.items():
+                if spec.type in ("loguniform", "uniform"):
+                    problems.append(
+                        f"search_space key '{key}' is a continuous '{spec.type}' range, which "
+                        "a grid cannot enumerate; list the values to try (a `choice`, or a "
+                        "plain list) or use search: random or optuna"
+                    )
+        if self.search == "optuna":
+            for key, spec in self.search_space.items():
+                if spec.type == "choice" and len(
+                    {json.dumps(v, sort_keys=True) for v in spec.values or []}
+                ) < len(spec.values or []):
+                    problems.append(
+                        f"search_space key '{key}' lists a value twice; Optuna needs distinct "
+                        "choices"
+                    )
         for key in self.search_space:
             section, _, field = key.partition(".")
             model_cls = {"train": TrainConfig, "model": ModelConfig}.get(section)

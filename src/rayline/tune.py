@@ -8,6 +8,7 @@ so ASHA can stop weak trials early and the best trial is chosen on the validatio
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -40,25 +41,108 @@ class TrialSummary:
     error: str | None = None
 
 
-def _distribution(spec: ParamSpec):
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def encoded_keys(cfg: PipelineConfig) -> set[str]:
+    """Choice keys whose values Optuna cannot hold (lists, dicts): they travel as JSON."""
+    if cfg.tune.search != "optuna":
+        return set()
+    return {
+        key
+        for key, spec in cfg.tune.search_space.items()
+        if spec.type == "choice" and not all(_is_plain(v) for v in spec.values or [])
+    }
+
+
+def _distribution(spec: ParamSpec, search: str, encoded: bool):
     from ray import tune
 
+    if search == "grid":
+        if spec.type == "randint":
+            return tune.grid_search(list(range(int(spec.low), int(spec.high))))
+        return tune.grid_search(list(spec.values or []))
     if spec.type == "loguniform":
         return tune.loguniform(spec.low, spec.high)
     if spec.type == "uniform":
         return tune.uniform(spec.low, spec.high)
     if spec.type == "randint":
         return tune.randint(int(spec.low), int(spec.high))
+    if encoded:
+        return tune.choice([json.dumps(v) for v in spec.values or []])
     return tune.choice(spec.values)
 
 
 def param_space(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     """The Tune search space, nested as ``{"train": {...}, "model": {...}}``."""
     space: dict[str, dict[str, Any]] = {"train": {}, "model": {}}
+    encoded = encoded_keys(cfg)
     for key, spec in cfg.tune.search_space.items():
         section, _, name = key.partition(".")
-        space[section][name] = _distribution(spec)
+        space[section][name] = _distribution(spec, cfg.tune.search, key in encoded)
     return space
+
+
+def decode_sampled(sampled: dict[str, Any], encoded: set[str]) -> dict[str, dict[str, Any]]:
+    """A trial's sampled values as the config types (JSON-carried choices decoded)."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in ("train", "model"):
+        values = dict(sampled.get(section, {}) or {})
+        for name, value in values.items():
+            if f"{section}.{name}" in encoded and isinstance(value, str):
+                values[name] = json.loads(value)
+        out[section] = values
+    return out
+
+
+def num_trials(cfg: PipelineConfig) -> int:
+    """Trials the sweep runs: ``num_samples``, or for a grid its size (times num_samples
+    when that is set explicitly)."""
+    if cfg.tune.search != "grid":
+        return cfg.tune.num_samples
+    repeats = cfg.tune.num_samples if "num_samples" in cfg.tune.model_fields_set else 1
+    return _grid_size(cfg) * repeats
+
+
+def _grid_size(cfg: PipelineConfig) -> int:
+    size = 1
+    for spec in cfg.tune.search_space.values():
+        size *= int(spec.high - spec.low) if spec.type == "randint" else len(spec.values or [])
+    return size
+
+
+def search_algorithm(cfg: PipelineConfig, concurrency: int):
+    """The seeded searcher for ``tune.search``, carrying the concurrency limit."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if cfg.tune.search == "optuna":
+        import optuna
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.TPESampler(seed=cfg.train.seed)
+        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=concurrency)
+    # A seeded sampler draws the same trials on a rerun of the same config; it also carries
+    # the concurrency limit (Tune ignores max_concurrent_trials beside it).
+    return BasicVariantGenerator(random_state=cfg.train.seed, max_concurrent=concurrency)
+
+
+def trial_scheduler(cfg: PipelineConfig):
+    """The early-stopping scheduler for ``tune.scheduler`` (deterministic given results)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    grace = min(cfg.tune.grace_period, cfg.train.epochs)
+    if cfg.tune.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=cfg.train.epochs,
+            grace_period=grace,
+            reduction_factor=cfg.tune.reduction_factor,
+        )
+    if cfg.tune.scheduler == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=grace)
+    return FIFOScheduler()
 
 
 #: CPUs a trial's own function holds beside its training workers (Tune's default).
@@ -93,15 +177,21 @@ def default_concurrency(cfg: PipelineConfig, cluster_cpus: float) -> int:
 
 
 def _trial(
-    sampled: dict[str, Any], base: dict[str, Any], staged_path: str, storage_path: str, mode: str
+    sampled: dict[str, Any],
+    base: dict[str, Any],
+    staged_path: str,
+    storage_path: str,
+    mode: str,
+    encoded: frozenset[str] = frozenset(),
 ) -> None:
     """The Tune function trainable: one distributed training run with sampled values."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     loop_cfg = copy.deepcopy(base)
+    values = decode_sampled(sampled, set(encoded))
     for section in ("train", "model"):
-        loop_cfg[section].update(sampled.get(section, {}))
+        loop_cfg[section].update(values[section])
     prep = FittedPreprocessor.from_json(loop_cfg["prep"])
     trial_id = ray.tune.get_context().get_trial_id()
     # The Train run is named after the trial, so a restored sweep's unfinished trial finds
@@ -141,26 +231,21 @@ def run_tune(
         TrainingError: every trial failed, or none reported the validation metric.
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     mode = cfg.metric_mode
     base = loop_config(
         cfg.model.model_dump(), cfg.train.model_dump(), prep, cfg.metric, mode, train_rows
     )
-    scheduler = (
-        ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=cfg.train.epochs,
-            grace_period=min(cfg.tune.grace_period, cfg.train.epochs),
-            reduction_factor=cfg.tune.reduction_factor,
-        )
-        if cfg.tune.scheduler == "asha"
-        else FIFOScheduler()
-    )
+    encoded = encoded_keys(cfg)
+    total = num_trials(cfg)
     concurrency = cfg.tune.max_concurrent_trials or default_concurrency(cfg, cluster_cpus)
     trainable = tune.with_parameters(
-        _trial, base=base, staged_path=staged_path, storage_path=f"{storage_path}/trials", mode=mode
+        _trial,
+        base=base,
+        staged_path=staged_path,
+        storage_path=f"{storage_path}/trials",
+        mode=mode,
+        encoded=frozenset(encoded),
     )
     experiment = f"{storage_path}/{name}"
     if tune.Tuner.can_restore(experiment):
@@ -182,14 +267,10 @@ def run_tune(
             tune_config=tune.TuneConfig(
                 metric=SCORE_KEY,
                 mode=mode,
-                num_samples=cfg.tune.num_samples,
-                scheduler=scheduler,
-                # A seeded sampler draws the same trials on a rerun of the same config; it
-                # also carries the concurrency limit (Tune ignores max_concurrent_trials
-                # beside it).
-                search_alg=BasicVariantGenerator(
-                    random_state=cfg.train.seed, max_concurrent=concurrency
-                ),
+                # A grid's num_samples repeats the whole grid.
+                num_samples=total // _grid_size(cfg) if cfg.tune.search == "grid" else total,
+                scheduler=trial_scheduler(cfg),
+                search_alg=search_algorithm(cfg, concurrency),
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -200,7 +281,7 @@ def run_tune(
                 callbacks=[ReleaseStoppedTrials()],
             ),
         )
-    log.info("tuning: %d trials, %d at a time", cfg.tune.num_samples, concurrency)
+    log.info("tuning: %d trials (%s search), %d at a time", total, cfg.tune.search, concurrency)
     try:
         grid = tuner.fit()
     finally:
@@ -208,7 +289,7 @@ def run_tune(
     unfinished = _unfinished_trials(grid)
     if unfinished:
         raise Interrupted(
-            f"the sweep was stopped before {len(unfinished)} of {cfg.tune.num_samples} trials "
+            f"the sweep was stopped before {len(unfinished)} of {total} trials "
             f"finished ({', '.join(unfinished[:5])}{', ...' if len(unfinished) > 5 else ''}); "
             "nothing was evaluated or registered. Run the same config again with the same "
             "runtime.run_name to resume it: finished trials are kept"
@@ -224,7 +305,7 @@ def run_tune(
         scored = [h for h in history if _finite(h.get(SCORE_KEY)) and h.get("checkpoint_path")]
         # On a tie Ray's checkpoint manager keeps the later checkpoint, so prefer it too.
         top = max(scored, key=lambda h: (sign * h[SCORE_KEY], h.get("epoch", 0))) if scored else {}
-        sampled = {s: dict(result.config.get(s, {})) for s in ("train", "model")}
+        sampled = decode_sampled(result.config or {}, encoded)
         summaries.append(
             TrialSummary(
                 trial_id=trial_id,

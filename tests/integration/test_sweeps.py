@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import pytest
+import yaml
 
 from rayline.config import RuntimeConfig, validate_config
 from rayline.data.features import fit_from_config
@@ -44,7 +45,7 @@ def _cfg(root, train=None, **tune):
             **tune,
         },
     )
-    raw["train"].update(epochs=1, num_workers=2, batch_size=64, **(train or {}))
+    raw["train"].update({"epochs": 1, "num_workers": 2, "batch_size": 64, **(train or {})})
     return validate_config(raw)
 
 
@@ -114,41 +115,10 @@ def _assert_complete(best, trials, n):
     assert ray.available_resources().get("CPU", 0) == 4
 
 
-def test_five_trials_one_at_a_time_without_the_dashboard(workspace):
-    """Ray Train's own cleaner cannot work here (no State API): rayline's release must."""
-    resources = _start_ray(dashboard=False)
-    assert resources["CPU"] == 4
-    _, best, trials = _sweep(workspace, "no-dashboard", max_concurrent_trials=1)
-    _assert_complete(best, trials, 5)
-
-
-def test_a_trial_whose_workers_cannot_be_placed_fails_alone_with_what_it_waited_for(workspace):
-    """Two trials at once on 4 CPUs: both trial functions (1 CPU each) start, but only one
-    trial's 2 workers fit; the other gives up after train.placement_timeout_s."""
-    _start_ray(dashboard=False)
-    cfg = _cfg(workspace, {"placement_timeout_s": 3}, num_samples=2, max_concurrent_trials=2)
-    report, prep = _staged(workspace, cfg, "stage-timeout")
-    best, trials = run_tune(
-        cfg,
-        prep,
-        report.staged_path,
-        str(workspace / "timeout"),
-        "tune",
-        4.0,
-        report.splits["train"],
-    )
-    errors = [t.error for t in trials if t.error]
-    assert len(trials) == 2 and len(errors) == 1, [t.error for t in trials]
-    assert best.trial_id == next(t.trial_id for t in trials if not t.error)
-    msg = errors[0]
-    assert "could not be placed within 3 s" in msg and "2 CPU in all" in msg, msg
-    assert "train.placement_timeout_s" in msg and "Traceback" not in msg, msg
-    assert orphaned_placement_groups() == []
-
-
-@pytest.fixture
-def other_ray(tmp_path):
+@pytest.fixture(scope="module")
+def other_ray(tmp_path_factory):
     """Another local Ray instance on this machine, stopped by PID afterwards."""
+    tmp_path = tmp_path_factory.mktemp("other-ray")
     script = tmp_path / "other_ray.py"
     ready = tmp_path / "ready"
     script.write_text(
@@ -176,13 +146,106 @@ def other_ray(tmp_path):
         proc.wait(timeout=30)
 
 
-def test_five_trials_one_at_a_time_beside_another_ray_instance(workspace, other_ray):
-    """With the dashboard (rayline's default) while a second Ray runs on the machine: Ray
-    Train's cleaner must query this instance's State API, not guess among the two."""
+def test_five_trials_one_at_a_time_without_the_dashboard_beside_another_ray(workspace, other_ray):
+    """Ray Train's own cleaner cannot work here (no State API): rayline's release must, and
+    another Ray instance on the machine must not confuse it."""
+    resources = _start_ray(dashboard=False)
+    assert resources["CPU"] == 4
+    _, best, trials = _sweep(workspace, "no-dashboard", max_concurrent_trials=1)
+    _assert_complete(best, trials, 5)
+    assert other_ray.poll() is None
+
+
+def test_a_trial_whose_workers_cannot_be_placed_fails_alone_with_what_it_waited_for(workspace):
+    """Two trials at once on 4 CPUs: both trial functions (1 CPU each) start, but only one
+    trial's 2 workers fit; the other gives up after train.placement_timeout_s."""
+    _start_ray(dashboard=False)
+    cfg = _cfg(workspace, {"placement_timeout_s": 3}, num_samples=2, max_concurrent_trials=2)
+    report, prep = _staged(workspace, cfg, "stage-timeout")
+    best, trials = run_tune(
+        cfg,
+        prep,
+        report.staged_path,
+        str(workspace / "timeout"),
+        "tune",
+        4.0,
+        report.splits["train"],
+    )
+    errors = [t.error for t in trials if t.error]
+    assert len(trials) == 2 and len(errors) == 1, [t.error for t in trials]
+    assert best.trial_id == next(t.trial_id for t in trials if not t.error)
+    msg = errors[0]
+    assert "could not be placed within 3 s" in msg and "2 CPU in all" in msg, msg
+    assert "train.placement_timeout_s" in msg and "Traceback" not in msg, msg
+    assert orphaned_placement_groups() == []
+
+
+def test_optuna_with_the_median_rule_trains_list_valued_choices(workspace):
+    """Optuna's TPE through Ray's OptunaSearch, two 1-worker trials at once; a list-valued
+    choice (hidden layer sizes) reaches the model as a list and comes back in the summary."""
+    _start_ray(dashboard=False)
+    space = {
+        "train.lr": {"type": "loguniform", "low": 0.005, "high": 0.05},
+        "model.hidden_sizes": [[16], [8, 8]],
+    }
+    cfg = _cfg(
+        workspace,
+        {"num_workers": 1, "epochs": 2},
+        search="optuna",
+        scheduler="median",
+        num_samples=2,
+        max_concurrent_trials=2,
+        search_space=space,
+    )
+    report, prep = _staged(workspace, cfg, "stage-optuna")
+    best, trials = run_tune(
+        cfg,
+        prep,
+        report.staged_path,
+        str(workspace / "optuna"),
+        "tune",
+        4.0,
+        report.splits["train"],
+    )
+    assert len(trials) == 2 and [t.error for t in trials] == [None, None]
+    for t in trials:
+        assert t.params["model.hidden_sizes"] in ([16], [8, 8])
+        assert 0.005 <= t.params["train.lr"] <= 0.05
+        assert [h["epoch"] for h in t.history] == [1, 2]
+    assert best.params["model"]["hidden_sizes"] in ([16], [8, 8])
+    assert best.params["train"]["lr"] == next(
+        t.params["train.lr"] for t in trials if t.trial_id == best.trial_id
+    )
+
+
+def test_ray_trains_own_cleaner_can_reach_this_instances_state_api(other_ray):
+    """With the dashboard (rayline's default) and a second Ray on the machine, the State API
+    query that Ray Train's PlacementGroupCleaner makes from its worker process answers for
+    this instance (unconfigured, it fails: "Found multiple active Ray instances")."""
+    import ray
+
     _start_ray(dashboard=True)
-    # Three trials: each after the first needs the one before it released.
-    _, best, trials = _sweep(workspace, "beside-other", num_samples=3, max_concurrent_trials=1)
-    _assert_complete(best, trials, 3)
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def ping(self) -> str:
+            return "ok"
+
+    @ray.remote(num_cpus=0)
+    def alive(actor_id: str) -> bool:
+        from ray.train.v2._internal.state.util import is_actor_alive
+
+        return bool(is_actor_alive(actor_id=actor_id, timeout=30))
+
+    probe = Probe.remote()
+    assert ray.get(probe.ping.remote()) == "ok"
+    actor_id = probe._actor_id.hex()
+    assert ray.get(alive.remote(actor_id)) is True
+    ray.kill(probe)
+    deadline = time.time() + 60
+    while ray.get(alive.remote(actor_id)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.get(alive.remote(actor_id)) is False
     assert other_ray.poll() is None  # the other instance was left alone
 
 
@@ -204,3 +267,55 @@ def test_a_trial_that_can_never_be_placed_fails_before_any_trial_trains(workspac
     msg = str(err.value)
     assert "5 CPUs" in msg and "Tune trial" in msg and "4" in msg and "train.num_workers" in msg
     assert not (workspace / "runs" / "runs" / "too-big" / "tune").exists()
+
+
+def test_ctrl_c_during_a_sweep_registers_nothing_and_says_how_to_resume(workspace):
+    """`rayline run` as a user runs it; Ctrl-C (SIGINT to its process group) once the first
+    trial has reported. Tune catches the signal and returns what it has: rayline must not
+    evaluate or register a model picked from the cut-short sweep."""
+    from mlflow import MlflowClient
+
+    raw = base_config(
+        workspace / "data",
+        workspace / "cli-runs",
+        tune={"enabled": True, "num_samples": 3, "scheduler": "fifo", "search_space": SPACE},
+        runtime={"num_cpus": 4, "run_name": "cut-short"},
+    )
+    raw["train"].update(epochs=1, num_workers=2)
+    tracking = f"sqlite:///{workspace}/cli-mlflow.db"
+    raw["registry"]["tracking_uri"] = tracking
+    cfg_path = workspace / "cut-short.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out, err = workspace / "cut-short.out", workspace / "cut-short.err"
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rayline.cli", "run", str(cfg_path)],
+            cwd=workspace,
+            stdout=fo,
+            stderr=fe,
+            start_new_session=True,
+        )
+    tune_dir = workspace / "cli-runs" / "runs" / "cut-short" / "tune" / "tune"
+    try:
+        deadline = time.time() + 400
+        while not any(p.stat().st_size > 0 for p in tune_dir.glob("_trial_*/result.json")):
+            assert proc.poll() is None, err.read_text()[-3000:]
+            assert time.time() < deadline, "no trial reported within 400 s"
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    stderr = err.read_text()
+    assert rc == 130, stderr[-3000:]
+    assert "interrupted" in stderr and "runtime.run_name=cut-short" in stderr, stderr[-3000:]
+    assert "nothing was evaluated or registered" in stderr
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "[rayline] evaluate" not in stderr and "[rayline] register" not in stderr
+    client = MlflowClient(tracking)
+    assert client.search_model_versions("name='churn'") == []
+    exp = client.get_experiment_by_name("it")
+    runs = client.search_runs([exp.experiment_id], "attributes.run_name = 'cut-short'")
+    assert runs and runs[0].info.status == "KILLED"

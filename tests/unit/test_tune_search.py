@@ -1,0 +1,124 @@
+"""Search algorithms and schedulers as the config declares them: seeded, checked, decoded."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from rayline.config import validate_config
+from rayline.errors import ConfigError
+
+from .test_config import MINIMAL
+
+
+def _cfg(**tune):
+    raw = yaml.safe_load(MINIMAL)
+    raw["tune"] = {"enabled": True, **tune}
+    return validate_config(copy.deepcopy(raw), "pipeline.yaml")
+
+
+def _problems(**tune) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        _cfg(**tune)
+    return err.value.problems
+
+
+def test_a_plain_list_is_a_choice():
+    cfg = _cfg(search_space={"train.lr": [0.01, 0.1]})
+    spec = cfg.tune.search_space["train.lr"]
+    assert spec.type == "choice" and spec.values == [0.01, 0.1]
+
+
+def test_a_continuous_range_under_grid_is_refused_naming_the_key():
+    problems = _problems(
+        search="grid",
+        search_space={
+            "train.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+            "train.batch_size": [32, 64],
+        },
+    )
+    assert len(problems) == 1
+    assert "train.lr" in problems[0] and "grid" in problems[0] and "choice" in problems[0]
+
+
+def test_an_unknown_searcher_or_scheduler_is_refused():
+    assert any("search" in p for p in _problems(search="bayes", search_space={"train.lr": [1]}))
+    assert any(
+        "scheduler" in p for p in _problems(scheduler="hyperband", search_space={"train.lr": [1]})
+    )
+
+
+def test_optuna_refuses_a_repeated_choice():
+    problems = _problems(search="optuna", search_space={"train.batch_size": [32, 32]})
+    assert "train.batch_size" in problems[0] and "twice" in problems[0]
+
+
+def test_grid_enumerates_every_combination_once_unless_num_samples_is_set():
+    from ray.tune.search.variant_generator import generate_variants
+
+    from rayline.tune import num_trials, param_space
+
+    space = {"train.lr": [0.01, 0.1], "model.hidden_sizes": [[8], [16, 16], [4]]}
+    cfg = _cfg(search="grid", search_space=space)
+    assert num_trials(cfg) == 6
+    drawn = [resolved for _, resolved in generate_variants(param_space(cfg))]
+    pairs = sorted((c["train"]["lr"], str(c["model"]["hidden_sizes"])) for c in drawn)
+    assert pairs == sorted((lr, str(h)) for lr in [0.01, 0.1] for h in [[8], [16, 16], [4]])
+    assert num_trials(_cfg(search="grid", search_space=space, num_samples=2)) == 12
+    # randint is discrete, so a grid takes every integer of its range.
+    ints = _cfg(
+        search="grid", search_space={"train.batch_size": {"type": "randint", "low": 2, "high": 5}}
+    )
+    assert num_trials(ints) == 3
+    assert sorted(c["train"]["batch_size"] for _, c in generate_variants(param_space(ints))) == [
+        2,
+        3,
+        4,
+    ]
+
+
+def _optuna_draws(cfg, n: int) -> list[dict]:
+    from rayline.tune import decode_sampled, encoded_keys, param_space, search_algorithm
+
+    alg = search_algorithm(cfg, concurrency=1)
+    assert alg.set_search_properties("val_metric", "min", param_space(cfg))
+    out = []
+    for i in range(n):
+        sampled = alg.suggest(f"t{i}")
+        out.append(decode_sampled(sampled, encoded_keys(cfg)))
+        alg.on_trial_complete(f"t{i}", {"val_metric": float(i), "training_iteration": 1})
+    return out
+
+
+def test_optuna_is_seeded_and_carries_list_choices_intact():
+    space = {
+        "train.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+        "model.hidden_sizes": [[16], [8, 8]],
+    }
+    a = _optuna_draws(_cfg(search="optuna", search_space=space), 4)
+    b = _optuna_draws(_cfg(search="optuna", search_space=space), 4)
+    assert a == b  # same seed (train.seed), same trials
+    assert all(d["model"]["hidden_sizes"] in ([16], [8, 8]) for d in a)
+    assert all(1e-3 <= d["train"]["lr"] <= 1e-1 for d in a)
+    other = validate_config(
+        {
+            **yaml.safe_load(MINIMAL),
+            "train": {"seed": 7},
+            "tune": {"enabled": True, "search": "optuna", "search_space": space},
+        }
+    )
+    assert _optuna_draws(other, 4) != a  # the seed matters
+
+
+def test_schedulers_are_built_from_the_config():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    from rayline.tune import trial_scheduler
+
+    space = {"train.lr": [0.01, 0.1]}
+    assert isinstance(trial_scheduler(_cfg(search_space=space)), ASHAScheduler)
+    median = trial_scheduler(_cfg(scheduler="median", grace_period=2, search_space=space))
+    assert isinstance(median, MedianStoppingRule) and median._grace_period == 2
+    assert isinstance(trial_scheduler(_cfg(scheduler="fifo", search_space=space)), FIFOScheduler)
