@@ -482,6 +482,13 @@ class TrainConfig(_Section):
         ge=-1,
         description="Worker-group restarts allowed (from the last checkpoint); -1 = unlimited.",
     )
+    local_mode: bool = Field(
+        False,
+        description="Run the training loop in the calling process (Ray Train V2's local mode, "
+        "ScalingConfig(num_workers=0)): no worker processes to start and no DDP, so a small "
+        "run or sweep trial starts in a fraction of the time; num_workers is then ignored. "
+        "Checkpoints are kept by rayline under the run directory.",
+    )
     placement_timeout_s: float = Field(
         120,
         gt=0,
@@ -537,11 +544,16 @@ class TuneConfig(_Section):
         "combination of `choice` values, each num_samples times when num_samples is set, "
         "else once) or 'optuna' (Optuna's TPE, seeded; reproducible with one trial at a time).",
     )
-    scheduler: Literal["asha", "median", "fifo"] = Field(
+    scheduler: Literal["asha", "median", "pbt", "fifo"] = Field(
         "asha",
         description="'asha' stops weak trials early at rungs; 'median' stops a trial whose "
-        "metric is worse than the median of the others at the same epoch; 'fifo' runs each to "
-        "the end.",
+        "metric is worse than the median of the others at the same epoch; 'pbt' (Population "
+        "Based Training) has weak trials continue from a strong trial's checkpoint with "
+        "perturbed train.* values (needs train.local_mode and search: random); 'fifo' runs "
+        "each to the end.",
+    )
+    perturbation_interval: int = Field(
+        2, ge=1, description="PBT: epochs between a trial's exploit/explore steps."
     )
     grace_period: int = Field(
         1, ge=1, description="ASHA/median: epochs before a trial may be stopped."
@@ -570,6 +582,20 @@ class TuneConfig(_Section):
                         f"search_space key '{key}' is a continuous '{spec.type}' range, which "
                         "a grid cannot enumerate; list the values to try (a `choice`, or a "
                         "plain list) or use search: random or optuna"
+                    )
+        if self.scheduler == "pbt":
+            if self.search != "random":
+                problems.append(
+                    f"scheduler pbt with search {self.search}: Tune does not combine a search "
+                    "algorithm with PBT, which explores by perturbing its own population; use "
+                    "search: random (the initial population) or another scheduler"
+                )
+            for key in self.search_space:
+                if not key.startswith("train."):
+                    problems.append(
+                        f"search_space key '{key}' under scheduler pbt: a PBT trial continues "
+                        "from another trial's weights, so only train.* values can be perturbed "
+                        "(model.* changes the network); move it out of the space or use asha"
                     )
         if self.search == "optuna":
             for key, spec in self.search_space.items():
@@ -838,6 +864,13 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _cross_field(self) -> PipelineConfig:
         problems: list[str] = []
+        if self.tune.enabled and self.tune.scheduler == "pbt" and not self.train.local_mode:
+            problems.append(
+                "tune.scheduler: pbt needs train.local_mode: true; there each trial trains in "
+                "its own process and Tune's checkpoints carry the weights and optimizer state "
+                "that a copied trial continues from (PBT over multi-worker DDP trials is not "
+                "supported yet)"
+            )
         cols = self.schema_.columns
         declared = ", ".join(sorted(cols))
         if self.data.target not in cols:

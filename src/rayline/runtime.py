@@ -137,17 +137,20 @@ def check_training_fits(
     Raises:
         ClusterError: the request exceeds the cluster's total CPUs or GPUs.
     """
+    # Local mode trains in the calling process: one "worker" that reserves nothing itself.
+    n_workers = 1 if train.local_mode else train.num_workers
     for name, amount in train.resources_per_worker.items():
-        if name in ("CPU", "GPU"):
+        if name in ("CPU", "GPU") or train.local_mode:
             continue
-        need, have = train.num_workers * amount, resources.get(name, 0)
+        need, have = n_workers * amount, resources.get(name, 0)
         if need > have:
             raise ClusterError(
                 f"training asks for {train.num_workers} workers x {amount:g} '{name}' = {need:g}, "
                 f"but the cluster has {have:g}; lower train.resources_per_worker.{name} or "
                 "train.num_workers"
             )
-    need_cpu = train.num_workers * train.cpus_per_worker + trial_cpus
+    workers = 0 if train.local_mode else train.num_workers  # local mode: no worker processes
+    need_cpu = workers * train.cpus_per_worker + trial_cpus
     have_cpu = resources.get("CPU", 0)
     if need_cpu > have_cpu:
         trial = f" + {trial_cpus:g} for the Tune trial itself" if trial_cpus else ""
@@ -158,9 +161,9 @@ def check_training_fits(
         )
     if train.use_gpu:
         have_gpu = resources.get("GPU", 0)
-        if train.num_workers > have_gpu:
+        if n_workers > have_gpu:
             raise ClusterError(
-                f"train.use_gpu is true with {train.num_workers} workers, but the cluster has "
+                f"train.use_gpu is true with {n_workers} workers, but the cluster has "
                 f"{have_gpu:g} GPUs; set train.use_gpu=false, lower train.num_workers, or add "
                 "GPU nodes"
             )

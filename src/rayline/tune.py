@@ -11,16 +11,19 @@ import copy
 import json
 import logging
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from rayline.config import ParamSpec, PipelineConfig
 from rayline.data.features import FittedPreprocessor
 from rayline.errors import Interrupted, TrainingError
+from rayline.train.loop import TuneLocalSession, read_history, train_loop_per_worker
 from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
 from rayline.train.trainer import (
     SCORE_KEY,
     TrainResult,
+    _first_line,
     build_datasets,
     describe_failure,
     loop_config,
@@ -142,7 +145,31 @@ def trial_scheduler(cfg: PipelineConfig):
         )
     if cfg.tune.scheduler == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=grace)
+    if cfg.tune.scheduler == "pbt":
+        from ray.tune.schedulers import PopulationBasedTraining
+
+        # Synchronous: every trial reaches the boundary before the weakest copy the
+        # strongest, so which trial copies which does not depend on who reports first.
+        return PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=cfg.tune.perturbation_interval,
+            hyperparam_mutations=pbt_mutations(cfg),
+            synch=True,
+        )
     return FIFOScheduler()
+
+
+def pbt_mutations(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """What PBT may perturb: the search space's train.* keys, as distributions or lists."""
+    mutations: dict[str, dict[str, Any]] = {"train": {}}
+    for key, spec in cfg.tune.search_space.items():
+        _, _, name = key.partition(".")
+        mutations["train"][name] = (
+            list(spec.values or [])
+            if spec.type == "choice"
+            else _distribution(spec, "random", False)
+        )
+    return mutations
 
 
 #: CPUs a trial's own function holds beside its training workers (Tune's default).
@@ -170,10 +197,16 @@ def largest_trial(cfg: PipelineConfig):
 def default_concurrency(cfg: PipelineConfig, cluster_cpus: float) -> int:
     """Trials that fit at once while leaving a CPU for Ray Data.
 
-    Each trial holds one CPU for its driver function plus its workers' CPUs.
+    Each trial holds one CPU for its driver function plus its workers' CPUs (none in local
+    mode, where the trial's own process trains).
     """
-    per_trial = TRIAL_CPUS + cfg.train.num_workers * cfg.train.cpus_per_worker
-    return max(1, math.floor((cluster_cpus - 1) / per_trial))
+    return max(1, math.floor((cluster_cpus - 1) / cpus_per_trial(cfg)))
+
+
+def cpus_per_trial(cfg: PipelineConfig) -> float:
+    """CPUs one trial holds: its function's plus its workers' (none in local mode)."""
+    workers = 0 if cfg.train.local_mode else cfg.train.num_workers
+    return TRIAL_CPUS + workers * cfg.train.cpus_per_worker
 
 
 def _trial(
@@ -194,11 +227,28 @@ def _trial(
         loop_cfg[section].update(values[section])
     prep = FittedPreprocessor.from_json(loop_cfg["prep"])
     trial_id = ray.tune.get_context().get_trial_id()
+    loop_cfg["trial_id"] = trial_id
+    datasets = build_datasets(staged_path, prep)
+    if loop_cfg["train"].get("local_mode"):
+        # In-process: the loop runs in this trial's process and reports to Tune itself,
+        # with its checkpoint (Tune stores it with the trial: a restored sweep and PBT
+        # continue from it); a copy under the trial's run directory is what the pipeline
+        # picks the best from. Not through Ray Train's local mode: Ray Train refuses its
+        # ray.train.* calls inside a Tune trial.
+        loop_cfg["checkpoint_dir"] = f"{storage_path}/trial-{trial_id}/checkpoints"
+        # Tune rewrites a restored trial's result files; the per-epoch files keep its lineage.
+        loop_cfg["history_dir"] = f"{storage_path}/trial-{trial_id}/history"
+        session = TuneLocalSession(datasets, use_gpu=bool(loop_cfg["train"]["use_gpu"]))
+        try:
+            train_loop_per_worker(loop_cfg, session=session)
+        except Exception as exc:
+            raise TrainingError(f"trial {trial_id}: {_first_line(exc)}") from None
+        return
     # The Train run is named after the trial, so a restored sweep's unfinished trial finds
     # its own checkpoints again.
     trainer = make_trainer(
         loop_cfg,
-        build_datasets(staged_path, prep),
+        datasets,
         storage_path=storage_path,
         name=f"trial-{trial_id}",
         mode=mode,
@@ -238,7 +288,22 @@ def run_tune(
     )
     encoded = encoded_keys(cfg)
     total = num_trials(cfg)
-    concurrency = cfg.tune.max_concurrent_trials or default_concurrency(cfg, cluster_cpus)
+    fits = default_concurrency(cfg, cluster_cpus)
+    concurrency = cfg.tune.max_concurrent_trials or fits
+    if concurrency > fits:
+        # More would take every CPU: the trials' Ray Data reads and transforms would then
+        # never be scheduled and every trial would wait on its first batch forever.
+        log.warning(
+            "tune.max_concurrent_trials=%d: %d trials of %g CPUs each would leave no CPU of "
+            "the cluster's %g for Ray Data; running %d at a time (add CPUs, or lower "
+            "train.num_workers, to run more)",
+            concurrency,
+            concurrency,
+            cpus_per_trial(cfg),
+            cluster_cpus,
+            fits,
+        )
+        concurrency = fits
     trainable = tune.with_parameters(
         _trial,
         base=base,
@@ -247,6 +312,14 @@ def run_tune(
         mode=mode,
         encoded=frozenset(encoded),
     )
+    if cfg.train.local_mode:
+        # The trial's own process trains: it holds the trial's CPU (and GPU when asked).
+        trainable = tune.with_resources(
+            trainable, {"cpu": TRIAL_CPUS, "gpu": 1 if cfg.train.use_gpu else 0}
+        )
+    if cfg.tune.scheduler == "pbt":
+        # PBT draws its perturbations from Python's global RNG (in this driver process).
+        random.seed(cfg.train.seed)
     experiment = f"{storage_path}/{name}"
     if tune.Tuner.can_restore(experiment):
         # The same run was interrupted or killed (or finished and failed later): finished
@@ -276,6 +349,9 @@ def run_tune(
                 name=name,
                 storage_path=storage_path,
                 verbose=0,
+                # Local-mode trials report Tune checkpoints (small: one model); PBT needs
+                # a recent one of every trial (it warns below 3).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
                 # Frees each stopped trial's training placement group (a stopped trial's
                 # Train controller dies before it can; see rayline.train.placement).
                 callbacks=[ReleaseStoppedTrials()],
@@ -298,10 +374,16 @@ def run_tune(
     summaries: list[TrialSummary] = []
     best: tuple[float, TrainResult] | None = None
     sign = 1.0 if mode == "max" else -1.0
-    for result in grid:
-        trial_id = str((result.metrics or {}).get("trial_id") or result.path.rsplit("/", 1)[-1])
-        df = result.metrics_dataframe
-        history = df.to_dict("records") if df is not None else []
+    trial_objs = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    ids = [t.trial_id for t in trial_objs] if len(trial_objs) == len(grid) else []
+    for i, result in enumerate(grid):
+        # The Trial's own id: a PBT trial's last result can carry the id of the trial whose
+        # checkpoint it copied.
+        trial_id = ids[i] if ids else str((result.metrics or {}).get("trial_id") or i)
+        history = read_history(f"{storage_path}/trials/trial-{trial_id}/history")
+        if not history:
+            df = result.metrics_dataframe
+            history = df.to_dict("records") if df is not None else []
         scored = [h for h in history if _finite(h.get(SCORE_KEY)) and h.get("checkpoint_path")]
         # On a tie Ray's checkpoint manager keeps the later checkpoint, so prefer it too.
         top = max(scored, key=lambda h: (sign * h[SCORE_KEY], h.get("epoch", 0))) if scored else {}

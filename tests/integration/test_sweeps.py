@@ -157,11 +157,29 @@ def test_five_trials_one_at_a_time_without_the_dashboard_beside_another_ray(work
 
 
 def test_a_trial_whose_workers_cannot_be_placed_fails_alone_with_what_it_waited_for(workspace):
-    """Two trials at once on 4 CPUs: both trial functions (1 CPU each) start, but only one
-    trial's 2 workers fit; the other gives up after train.placement_timeout_s."""
+    """Something else holds 2 of the 4 CPUs: the first trial's 2 workers cannot be placed
+    and it gives up after train.placement_timeout_s; once the CPUs are free again the next
+    trial trains. The sweep goes on and picks the trial that trained."""
+    import threading
+
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
     _start_ray(dashboard=False)
-    cfg = _cfg(workspace, {"placement_timeout_s": 3}, num_samples=2, max_concurrent_trials=2)
+    blocker = placement_group([{"CPU": 1}, {"CPU": 1}])
+    ray.get(blocker.ready(), timeout=120)
+    cfg = _cfg(workspace, {"placement_timeout_s": 3}, num_samples=2, max_concurrent_trials=1)
     report, prep = _staged(workspace, cfg, "stage-timeout")
+    tune_dir = workspace / "timeout" / "tune"
+
+    def unblock_after_first_failure():
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(tune_dir.glob("_trial_*/error.txt")):
+            time.sleep(0.2)
+        remove_placement_group(blocker)
+
+    watcher = threading.Thread(target=unblock_after_first_failure, daemon=True)
+    watcher.start()
     best, trials = run_tune(
         cfg,
         prep,
@@ -171,6 +189,7 @@ def test_a_trial_whose_workers_cannot_be_placed_fails_alone_with_what_it_waited_
         4.0,
         report.splits["train"],
     )
+    watcher.join(timeout=10)
     errors = [t.error for t in trials if t.error]
     assert len(trials) == 2 and len(errors) == 1, [t.error for t in trials]
     assert best.trial_id == next(t.trial_id for t in trials if not t.error)
@@ -181,7 +200,7 @@ def test_a_trial_whose_workers_cannot_be_placed_fails_alone_with_what_it_waited_
 
 
 def test_optuna_with_the_median_rule_trains_list_valued_choices(workspace):
-    """Optuna's TPE through Ray's OptunaSearch, two 1-worker trials at once; a list-valued
+    """Optuna's TPE through Ray's OptunaSearch, two in-process trials at once; a list-valued
     choice (hidden layer sizes) reaches the model as a list and comes back in the summary."""
     _start_ray(dashboard=False)
     space = {
@@ -190,7 +209,7 @@ def test_optuna_with_the_median_rule_trains_list_valued_choices(workspace):
     }
     cfg = _cfg(
         workspace,
-        {"num_workers": 1, "epochs": 2},
+        {"local_mode": True, "epochs": 2},
         search="optuna",
         scheduler="median",
         num_samples=2,
@@ -216,6 +235,56 @@ def test_optuna_with_the_median_rule_trains_list_valued_choices(workspace):
     assert best.params["train"]["lr"] == next(
         t.params["train.lr"] for t in trials if t.trial_id == best.trial_id
     )
+    # Local mode: the best checkpoint is one rayline kept under the winning trial's run.
+    assert f"trial-{best.trial_id}/checkpoints/checkpoint_epoch-" in best.checkpoint_path
+    assert os.path.exists(os.path.join(best.checkpoint_path, "model.pt"))
+
+
+def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(workspace):
+    """Synchronous PBT over two in-process trials: at epoch 2 the weaker trial copies the
+    stronger one's checkpoint (weights, optimizer) and goes on with a perturbed lr."""
+    _start_ray(dashboard=False)
+    cfg = _cfg(
+        workspace,
+        {"local_mode": True, "epochs": 3},
+        scheduler="pbt",
+        perturbation_interval=2,
+        num_samples=2,
+        max_concurrent_trials=2,
+        search_space={"train.lr": {"type": "loguniform", "low": 0.001, "high": 0.1}},
+    )
+    report, prep = _staged(workspace, cfg, "stage-pbt")
+    best, trials = run_tune(
+        cfg,
+        prep,
+        report.staged_path,
+        str(workspace / "pbt"),
+        "tune",
+        4.0,
+        report.splits["train"],
+    )
+    assert len(trials) == 2 and [t.error for t in trials] == [None, None]
+    by_id = {t.trial_id: t for t in trials}
+    copies = [
+        (t, row)
+        for t in trials
+        for row in t.history
+        if isinstance(row.get("restored_from_trial"), str)
+        and row["restored_from_trial"] in by_id
+        and row["restored_from_trial"] != t.trial_id
+    ]
+    assert copies, [t.history for t in trials]
+    for trial, row in copies:
+        donor = by_id[row["restored_from_trial"]]
+        donor_row = next(r for r in donor.history if r["epoch"] == row["restored_from_epoch"])
+        # The weights it loaded are the donor's at that epoch, not its own.
+        assert row["restored_weights_sha256"] == donor_row["weights_sha256"]
+        own = next(r for r in trial.history if r["epoch"] == row["restored_from_epoch"])
+        assert own["weights_sha256"] != donor_row["weights_sha256"]
+        # It continues the donor's count of epochs, with a perturbed learning rate.
+        assert row["epoch"] == row["restored_from_epoch"] + 1
+        assert row["lr"] != pytest.approx(donor_row["lr"])
+    assert [r["epoch"] for r in by_id[best.trial_id].history] == [1, 2, 3]
 
 
 def test_ray_trains_own_cleaner_can_reach_this_instances_state_api(other_ray):

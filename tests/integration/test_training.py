@@ -180,3 +180,26 @@ def test_a_hung_collective_fails_the_attempt_instead_of_stalling(staged):
     assert "timed out" in str(err.value).lower() or "timeout" in str(err.value).lower(), str(
         err.value
     )[:2000]
+
+
+def test_local_mode_trains_in_process_keeps_its_checkpoints_and_resumes(staged):
+    from rayline.train import checkpoints
+
+    first = _fit(staged, "local", epochs=3, local_mode=True, keep_checkpoints=1, seed=3)
+    ckpt_dir = staged["root"] / "train" / "local" / "checkpoints"
+    assert first.checkpoint_path.startswith(str(ckpt_dir))
+    assert [r["epoch"] for r in first.history] == [1, 2, 3]
+    kept = checkpoints.read_index(str(ckpt_dir))
+    # The best epoch and the newest (to resume from) are kept; the rest are deleted.
+    best_epoch = min(first.history, key=lambda r: r["val_metric"])["epoch"]
+    assert {e["epoch"] for e in kept} == {best_epoch, 3}
+    on_disk = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir())
+    assert on_disk == sorted(f"checkpoint_epoch-{e['epoch']:05d}" for e in kept)
+    assert first.metrics["val_metric"] == min(r["val_metric"] for r in first.history)
+    # A rerun of the same run with two more epochs continues from epoch 3's checkpoint.
+    more = _fit(staged, "local", epochs=5, local_mode=True, keep_checkpoints=1, seed=3)
+    rows = sorted(more.history, key=lambda r: r["epoch"])
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["train_loss"] for r in rows[:3]] == [r["train_loss"] for r in first.history]
+    assert rows[3]["restored_from_epoch"] == 3
+    assert rows[3]["restored_weights_sha256"] == rows[2]["weights_sha256"]

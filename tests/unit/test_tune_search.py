@@ -122,3 +122,39 @@ def test_schedulers_are_built_from_the_config():
     median = trial_scheduler(_cfg(scheduler="median", grace_period=2, search_space=space))
     assert isinstance(median, MedianStoppingRule) and median._grace_period == 2
     assert isinstance(trial_scheduler(_cfg(scheduler="fifo", search_space=space)), FIFOScheduler)
+
+
+def test_pbt_is_refused_with_a_search_algorithm_with_model_keys_and_without_local_mode():
+    space = {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1}}
+    problems = _problems(search="optuna", scheduler="pbt", search_space=space)
+    assert any("Tune does not combine a search algorithm with PBT" in p for p in problems)
+    problems = _problems(scheduler="pbt", search_space={**space, "model.hidden_sizes": [[8], [16]]})
+    assert any("model.hidden_sizes" in p and "weights" in p for p in problems)
+    raw = yaml.safe_load(MINIMAL)
+    raw["tune"] = {"enabled": True, "scheduler": "pbt", "search_space": space}
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    assert any("train.local_mode: true" in p for p in err.value.problems)
+    raw["train"] = {"local_mode": True}
+    cfg = validate_config(raw)
+
+    from rayline.tune import pbt_mutations, trial_scheduler
+
+    pbt = trial_scheduler(cfg)
+    assert type(pbt).__name__ == "PopulationBasedTraining" and pbt._synch
+    assert set(pbt_mutations(cfg)["train"]) == {"lr"}
+
+
+def test_local_mode_trials_hold_one_cpu_and_need_no_worker_cpus():
+    from rayline.config import TrainConfig
+    from rayline.runtime import check_training_fits
+    from rayline.tune import default_concurrency
+
+    raw = yaml.safe_load(MINIMAL)
+    raw["train"] = {"local_mode": True, "num_workers": 8}
+    raw["tune"] = {"enabled": True, "search_space": {"train.lr": [0.01, 0.1]}}
+    cfg = validate_config(raw)
+    assert default_concurrency(cfg, 4.0) == 3  # one CPU each, one left for Ray Data
+    check_training_fits(TrainConfig(local_mode=True, num_workers=8), {"CPU": 1.0}, trial_cpus=1)
+    with pytest.raises(Exception, match="2 CPUs"):
+        check_training_fits(TrainConfig(num_workers=2), {"CPU": 1.0})

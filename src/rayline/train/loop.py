@@ -14,7 +14,7 @@ import random
 import tempfile
 import time
 import uuid
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch import nn
 
 from rayline.data.features import FittedPreprocessor
 from rayline.metrics import compute_metrics
+from rayline.train import checkpoints
 from rayline.train.models import build_model
 from rayline.train.schedules import lr_factor
 
@@ -152,7 +153,76 @@ def _evaluate(model: nn.Module, batches, prep: FittedPreprocessor) -> dict[str, 
     return compute_metrics(prep.task, y_true, output)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+class RaySession:
+    """What the loop needs from whoever runs it, answered by Ray Train.
+
+    A DDP worker, or Ray Train's local mode (``ScalingConfig(num_workers=0)``) for a single
+    in-process run. Ray Train refuses its ``ray.train.*`` calls inside a Tune trial
+    ("deprecated when running in a function passed to Ray Tune"), so an in-process Tune
+    trial uses :class:`TuneLocalSession` instead.
+    """
+
+    def __init__(self) -> None:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def prepare_model(self, model: nn.Module) -> tuple[nn.Module, torch.device]:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model), ray.train.torch.get_device()
+
+    def checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def dataset(self, name: str):
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+class TuneLocalSession:
+    """An in-process Tune trial (``train.local_mode``): rank 0 of 1, Tune's checkpoints.
+
+    Tune stores each reported checkpoint with the trial; a restored sweep resumes from it and
+    PBT hands it to a weaker trial, which continues from these weights and optimizer state.
+    """
+
+    rank, world = 0, 1
+
+    def __init__(self, datasets: dict[str, Any], use_gpu: bool = False):
+        self.datasets = datasets
+        self.use_gpu = use_gpu
+
+    def prepare_model(self, model: nn.Module) -> tuple[nn.Module, torch.device]:
+        device = torch.device("cuda" if self.use_gpu and torch.cuda.is_available() else "cpu")
+        return model.to(device), device
+
+    def checkpoint(self):
+        import ray.tune
+
+        return ray.tune.get_checkpoint()
+
+    def dataset(self, name: str):
+        return self.datasets[name]
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        import ray.tune
+
+        ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(metrics, checkpoint=ckpt)
+
+
+def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> None:
     """Train one DDP rank. ``config`` carries plain data only (it crosses process boundaries).
 
     Keys: ``model`` (ModelConfig as a dict), ``train`` (TrainConfig as a dict), ``prep``
@@ -160,13 +230,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     its direction), ``train_rows`` (rows in the train split, to size LR schedules) and
     optionally ``ledger_dir`` (where each rank records the steps it trained).
     """
-    import ray.train
-    import ray.train.torch
-
     tcfg = config["train"]
     prep = FittedPreprocessor.from_json(config["prep"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    session = session or RaySession()
+    rank, world = session.rank, session.world
     seed = int(tcfg["seed"])
     seed_everything(seed)
     # Ray gives each worker OMP_NUM_THREADS = its CPUs; keep torch within that share so
@@ -174,8 +241,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
 
     model = build_model(config["model"], prep.output_dim, prep.num_outputs, prep=prep)
-    model = ray.train.torch.prepare_model(model)
-    device = ray.train.torch.get_device()
+    model, device = session.prepare_model(model)
     optimizer = _make_optimizer(
         tcfg["optimizer"], model.parameters(), tcfg["lr"], tcfg["weight_decay"]
     )
@@ -199,31 +265,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     start_epoch, global_step = 0, 0
     best_score, stale_epochs = -math.inf, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        # A restarted worker group resumes exactly where the last checkpoint left off.
-        with checkpoint.as_directory() as d:
-            if not os.path.exists(os.path.join(d, COMPLETE_FILE)):
-                raise RuntimeError(
-                    f"checkpoint {checkpoint.path} is incomplete (no {COMPLETE_FILE})"
-                )
-            _unwrap(model).load_state_dict(
-                torch.load(os.path.join(d, WEIGHTS_FILE), weights_only=True)
-            )
-            state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    local = bool(tcfg.get("local_mode"))
+    restored: dict[str, Any] = {}
+    with _restore_source(session, local, config.get("checkpoint_dir")) as d:
+        if d is not None:
+            # A restarted worker group (or a resumed run, or a PBT trial that copies a
+            # stronger one) continues exactly where that checkpoint left off.
+            restored = _restore(d, model, optimizer, scheduler)
+    if restored:
+        state = restored.pop("state")
         start_epoch, global_step = int(state["epoch"]) + 1, int(state["global_step"])
         best_score, stale_epochs = float(state["best_score"]), int(state["stale_epochs"])
         set_rng_state(state["rng"])
+        # The config's rates win over the checkpoint's: the same on a plain resume, the
+        # perturbed values when PBT had this trial copy another.
+        base_lr = float(tcfg["lr"])
+        scheduler.base_lrs = [base_lr for _ in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["initial_lr"] = base_lr
+            group["lr"] = base_lr * lr_factor(scheduler.last_epoch, total_steps, schedule, warmup)
+            group["weight_decay"] = float(tcfg["weight_decay"])
 
     ledger = _Ledger(config.get("ledger_dir"), rank, global_step)
     cache_bytes = int(tcfg["cache_mb"] * 2**20)
     train_data = ShardCache(
-        ray.train.get_dataset_shard("train"), batch_size, cache_bytes, device, seed, shuffle=True
+        session.dataset("train"), batch_size, cache_bytes, device, seed, shuffle=True
     )
     val_data = ShardCache(
-        ray.train.get_dataset_shard("val"), batch_size, cache_bytes, device, seed, shuffle=False
+        session.dataset("val"), batch_size, cache_bytes, device, seed, shuffle=False
     )
     history_dir = config.get("history_dir") if rank == 0 else None
 
@@ -295,12 +364,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         stop = patience is not None and stale_epochs >= int(patience)
         metrics["early_stopped"] = bool(stop)
 
-        if rank == 0 and config.get("history_dir"):
-            write_history_row(config["history_dir"], metrics)
+        if restored:
+            # Where this run's weights came from, on its first epoch after a restore.
+            metrics.update({f"restored_{k}": v for k, v in restored.items()})
+            restored = {}
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
             if rank == 0:
                 torch.save(_unwrap(model).state_dict(), os.path.join(tmp, WEIGHTS_FILE))
+                metrics["weights_sha256"] = _sha256(os.path.join(tmp, WEIGHTS_FILE))
                 torch.save(
                     {
                         "optimizer": optimizer.state_dict(),
@@ -315,11 +386,77 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 )
                 # Written last: a checkpoint without it was cut off mid-write.
                 with open(os.path.join(tmp, COMPLETE_FILE), "w") as f:
-                    json.dump({"epoch": epoch, "global_step": global_step}, f)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+                    json.dump(
+                        {
+                            "epoch": epoch,
+                            "global_step": global_step,
+                            "trial_id": config.get("trial_id"),
+                            "weights_sha256": metrics["weights_sha256"],
+                        },
+                        f,
+                    )
+            if local and config.get("checkpoint_dir"):
+                # Local mode keeps nothing itself: rayline keeps the checkpoints.
+                metrics["checkpoint_path"] = checkpoints.persist(
+                    tmp,
+                    config["checkpoint_dir"],
+                    int(metrics["epoch"]),
+                    metrics,
+                    int(tcfg.get("keep_checkpoints", 1)),
+                    mode,
+                )
+            if rank == 0 and config.get("history_dir"):
+                write_history_row(config["history_dir"], metrics)
+            session.report(metrics, tmp if rank == 0 else None)
         if stop:
             break
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@contextmanager
+def _restore_source(session: Any, local: bool, checkpoint_dir: str | None):
+    """The checkpoint directory to continue from, or None for a fresh start.
+
+    The session's (Ray Train's, for a restarted worker group or a rerun of the same run;
+    Tune's, for a restored sweep or PBT's copy of a stronger trial), else, in local mode,
+    the newest one rayline kept for this run.
+    """
+    checkpoint = session.checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            yield d
+        return
+    entry = checkpoints.latest(checkpoint_dir) if local and checkpoint_dir else None
+    if entry is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield checkpoints.fetch(entry["path"], checkpoint_dir, os.path.join(tmp, "ckpt"))
+
+
+def _restore(d: str, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
+    """Load weights, optimizer and scheduler from checkpoint directory ``d``; return the
+    training state and where the checkpoint came from (trial, epoch, weights digest)."""
+    if not os.path.exists(os.path.join(d, COMPLETE_FILE)):
+        raise RuntimeError(f"checkpoint {d} is incomplete (no {COMPLETE_FILE})")
+    with open(os.path.join(d, COMPLETE_FILE)) as f:
+        origin = json.load(f)
+    _unwrap(model).load_state_dict(torch.load(os.path.join(d, WEIGHTS_FILE), weights_only=True))
+    state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return {
+        "state": state,
+        "from_trial": str(origin.get("trial_id")),
+        "from_epoch": int(origin.get("epoch", -1)) + 1,
+        "weights_sha256": _sha256(os.path.join(d, WEIGHTS_FILE)),
+    }
 
 
 def _fs(uri: str):

@@ -11,6 +11,7 @@ from rayline.config import PipelineConfig
 from rayline.data.features import BatchTransform, FittedPreprocessor
 from rayline.data.stage import read_split
 from rayline.errors import TrainingError
+from rayline.train import checkpoints
 from rayline.train.loop import read_history, train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,15 @@ def make_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=tcfg["num_workers"],
-            use_gpu=tcfg["use_gpu"],
-            resources_per_worker=resources,
+        # Local mode (num_workers=0) runs the loop in this process: no workers to start.
+        scaling_config=(
+            ray.train.ScalingConfig(num_workers=0)
+            if tcfg.get("local_mode")
+            else ray.train.ScalingConfig(
+                num_workers=tcfg["num_workers"],
+                use_gpu=tcfg["use_gpu"],
+                resources_per_worker=resources,
+            )
         ),
         torch_config=TorchConfig(
             backend="nccl" if tcfg["use_gpu"] else "gloo",
@@ -188,6 +194,9 @@ def fit(
         ledger_dir=f"{storage_path}/{name}/ledger" if "://" not in storage_path else None,
         history_dir=f"{storage_path}/{name}/history",
     )
+    local = cfg.train.local_mode
+    if local:
+        loop_cfg["checkpoint_dir"] = f"{storage_path}/{name}/checkpoints"
     trainer = make_trainer(
         loop_cfg,
         build_datasets(staged_path, prep),
@@ -199,16 +208,23 @@ def fit(
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors in its own types
         raise TrainingError(f"training failed: {describe_failure(exc, loop_cfg['train'])}") from exc
-    best = result.get_best_checkpoint(metric=SCORE_KEY, mode=cfg.metric_mode)
-    if best is None:
-        raise TrainingError("training finished without a checkpoint; check train.epochs")
     # Ray keeps only the retained checkpoints' metrics; the per-epoch files have them all.
     history = read_history(loop_cfg["history_dir"])
-    best_metrics = next(
-        (m for ckpt, m in result.best_checkpoints if ckpt.path == best.path), result.metrics
-    )
+    if local:
+        kept = checkpoints.best(loop_cfg["checkpoint_dir"], cfg.metric_mode)
+        if kept is None:
+            raise TrainingError("training finished without a checkpoint; check train.epochs")
+        best_path, best_metrics = kept["path"], kept["metrics"]
+    else:
+        best = result.get_best_checkpoint(metric=SCORE_KEY, mode=cfg.metric_mode)
+        if best is None:
+            raise TrainingError("training finished without a checkpoint; check train.epochs")
+        best_path = best.path
+        best_metrics = next(
+            (m for ckpt, m in result.best_checkpoints if ckpt.path == best.path), result.metrics
+        )
     return TrainResult(
-        checkpoint_path=best.path,
+        checkpoint_path=best_path,
         metrics=dict(best_metrics),
         params={"model": cfg.model.model_dump(), "train": cfg.train.model_dump()},
         history=history,
