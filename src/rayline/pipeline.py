@@ -62,6 +62,7 @@ class PipelineResult:
     champion_uri: str | None = None
     promoted: bool = False
     stages: list[StageTiming] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -188,8 +189,11 @@ def run_pipeline(
         "rayline.pipeline": cfg.name,
         "rayline.git_commit": str(lineage["code"]["commit"]),
     }
-    with registry.run(run_name, tags) as run_id:
+    with registry.run(
+        run_name, tags, resume_run_id=_read_marker(run_dir, "mlflow_run_id")
+    ) as run_id:
         result.mlflow_run_id = run_id
+        _write_marker(run_dir, "mlflow_run_id", run_id)
         registry.log_params(flatten(cfg.to_dict()))
         registry.log_json(cfg.to_dict(), "config/resolved_config.json")
 
@@ -237,6 +241,18 @@ def run_pipeline(
 
         if cfg.tune.enabled:
             with stages("tune") as t:
+                from rayline.sweep_progress import SweepProgress
+
+                progress = SweepProgress(
+                    tracking_uri=registry.tracking_uri,
+                    experiment_id=registry.experiment_id,
+                    parent_run_id=run_id,
+                    metric=cfg.metric,
+                    mode=cfg.metric_mode,
+                    epochs=cfg.train.epochs,
+                    total=tune_mod.num_trials(cfg),
+                    decode=partial(tune_mod.decode_sampled, encoded=tune_mod.encoded_keys(cfg)),
+                )
                 try:
                     best, trials = tune_mod.run_tune(
                         cfg,
@@ -246,12 +262,14 @@ def run_pipeline(
                         "tune",
                         resources.get("CPU", 1),
                         report.splits["train"],
+                        callbacks=[progress],
                     )
                 except Interrupted as exc:
                     raise Interrupted(
                         f"run '{run_name}': {exc} (runtime.run_name={run_name})"
                     ) from None
-                registry.log_trials(trials, run_id)
+                registry.finish_trials(trials, run_id)
+                result.trials = [tune_mod.trial_row(tr, cfg) for tr in trials]
                 failed = sum(1 for tr in trials if tr.error)
                 t.summary = (
                     f"{len(trials)} trials ({failed} failed), best {best.trial_id}: "
@@ -428,6 +446,31 @@ def _profile_and_drift(cfg: PipelineConfig, report: stage.DataReport, registry, 
     return drift
 
 
+def _read_marker(run_dir: str, name: str) -> str | None:
+    """A small text file of the run directory (None when absent or remote-unreadable)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(
+            run_dir if "://" in run_dir else os.path.abspath(run_dir)
+        )
+        if fs.get_file_info(f"{root}/{name}").type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(f"{root}/{name}") as f:
+            return f.read().decode().strip() or None
+    except OSError:
+        return None
+
+
+def _write_marker(run_dir: str, name: str, value: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(run_dir if "://" in run_dir else os.path.abspath(run_dir))
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{name}") as f:
+        f.write(value.encode())
+
+
 def _claim_run_dir(run_dir: str, config_hash: str, run_name: str) -> None:
     """Mark the run directory with the config hash; refuse to resume a run under another config.
 
@@ -535,4 +578,24 @@ def format_summary(result: PipelineResult, alias: str = "champion") -> str:
             else f"  open {result.tracking_uri}"
         )
     lines.append(f"run directory: {result.run_dir}")
+    if result.trials:
+        lines += ["", f"trials ({len(result.trials)}):"]
+        keys = sorted({k for t in result.trials for k in t["params"]})
+        head = f"  {'trial':<14}" + "".join(f"{k:>22}" for k in keys)
+        lines.append(head + f"{'best val':>12}{'epochs':>8}  ended")
+        for t in result.trials:
+            vals = "".join(f"{_cell(t['params'].get(k)):>22}" for k in keys)
+            best = f"{t['best']:.4f}" if isinstance(t["best"], float) else "-"
+            mark = " *" if t["trial_id"] == (result.train or {}).get("trial_id") else ""
+            lines.append(
+                f"  {t['trial_id']:<14}{vals}{best:>12}{t['epochs']:>8}  {t['outcome']}{mark}"
+            )
+        lines.append("  (* the trial evaluated and registered)")
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 20 else text[:19] + "~"

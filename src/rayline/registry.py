@@ -123,11 +123,26 @@ class Registry:
 
     # -- runs ----------------------------------------------------------------------------------
     @contextmanager
-    def run(self, run_name: str, tags: dict[str, str]) -> Iterator[str]:
-        """The parent run of one pipeline run; ends FAILED if the body raises."""
+    def run(
+        self, run_name: str, tags: dict[str, str], resume_run_id: str | None = None
+    ) -> Iterator[str]:
+        """The parent run of one pipeline run; ends FAILED if the body raises.
+
+        ``resume_run_id``: a rerun of the same pipeline run continues that MLflow run (its
+        nested trial runs stay under it) instead of starting another.
+        """
+        if resume_run_id:
+            try:
+                self.client.get_run(resume_run_id)
+            except MlflowException:
+                resume_run_id = None  # gone (another tracking store?): start afresh
         try:
-            active = mlflow.start_run(
-                run_name=run_name, tags=tags, experiment_id=self.experiment_id
+            active = (
+                mlflow.start_run(run_id=resume_run_id)
+                if resume_run_id
+                else mlflow.start_run(
+                    run_name=run_name, tags=tags, experiment_id=self.experiment_id
+                )
             )
         except MlflowException as exc:
             raise RegistryError(
@@ -183,6 +198,21 @@ class Registry:
             }
             if values:
                 mlflow.log_metrics(values, step=int(row["global_step"]))
+
+    def finish_trials(self, trials: list[Any], parent_run_id: str) -> None:
+        """After a sweep logged live (``SweepProgress``): tag failed trials' runs with their
+        error; a trial whose run is missing (MLflow was down meanwhile) is logged whole."""
+        for t in trials:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                f"and tags.rayline.trial_id = '{t.trial_id}'",
+                max_results=1,
+            )
+            if not found:
+                self.log_trials([t], parent_run_id)
+            elif t.error:
+                self.client.set_tag(found[0].info.run_id, "rayline.error", t.error[:5000])
 
     def log_trials(self, trials: list[Any], parent_run_id: str) -> None:
         """One nested run per Tune trial: sampled params, per-epoch metrics, status."""

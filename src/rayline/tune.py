@@ -12,6 +12,10 @@ import json
 import logging
 import math
 import random
+import signal
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,7 +225,9 @@ def _trial(
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    started_at = time.time()
     loop_cfg = copy.deepcopy(base)
+    loop_cfg["started_at"] = started_at
     values = decode_sampled(sampled, set(encoded))
     for section in ("train", "model"):
         loop_cfg[section].update(values[section])
@@ -274,6 +280,7 @@ def run_tune(
     name: str,
     cluster_cpus: float,
     train_rows: int,
+    callbacks: list[Any] | None = None,
 ) -> tuple[TrainResult, list[TrialSummary]]:
     """Run the search; return the best trial's best checkpoint and every trial's summary.
 
@@ -354,20 +361,20 @@ def run_tune(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
                 # Frees each stopped trial's training placement group (a stopped trial's
                 # Train controller dies before it can; see rayline.train.placement).
-                callbacks=[ReleaseStoppedTrials()],
+                callbacks=[ReleaseStoppedTrials(), *(callbacks or [])],
             ),
         )
     log.info("tuning: %d trials (%s search), %d at a time", total, cfg.tune.search, concurrency)
-    try:
-        grid = tuner.fit()
-    finally:
-        release_orphaned("after the sweep")
+    with _interrupt_watch() as interrupted:
+        try:
+            grid = tuner.fit()
+        finally:
+            release_orphaned("after the sweep")
     unfinished = _unfinished_trials(grid)
-    if unfinished:
+    if interrupted() or unfinished:
         raise Interrupted(
-            f"the sweep was stopped before {len(unfinished)} of {total} trials "
-            f"finished ({', '.join(unfinished[:5])}{', ...' if len(unfinished) > 5 else ''}); "
-            "nothing was evaluated or registered. Run the same config again with the same "
+            f"the sweep was stopped with {len(grid)} of {total} trials started; nothing was "
+            "evaluated or registered. Run the same config again with the same "
             "runtime.run_name to resume it: finished trials are kept"
         )
 
@@ -423,6 +430,23 @@ def run_tune(
     return best[1], summaries
 
 
+def trial_row(summary: TrialSummary, cfg: PipelineConfig) -> dict[str, Any]:
+    """One trial for the summary table: sampled values, best metric, epochs, how it ended."""
+    from rayline.sweep_progress import trial_outcome
+
+    epochs = max((int(h.get("epoch") or 0) for h in summary.history), default=0)
+    early = any(bool(h.get("early_stopped")) for h in summary.history)
+    best = summary.best.get(SCORE_KEY) if summary.best else None
+    return {
+        "trial_id": summary.trial_id,
+        "params": summary.params,
+        "best": float(best) if _finite(best) else None,
+        "epochs": epochs,
+        "outcome": trial_outcome(epochs, cfg.train.epochs, summary.error, early),
+        "error": summary.error,
+    }
+
+
 def _error_line(error: BaseException) -> str:
     """A trial's error as the one line its trainable raised, without Ray's traceback."""
     from rayline.errors import find_user_error
@@ -432,6 +456,32 @@ def _error_line(error: BaseException) -> str:
         return str(found)
     lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else type(error).__name__)[:500]
+
+
+@contextmanager
+def _interrupt_watch():
+    """Yield a function that tells, after ``Tuner.fit``, whether Tune was stopped by Ctrl-C.
+
+    Tune catches the first SIGINT itself, ends the sweep, marks the running trials
+    TERMINATED and returns normally; its only trace is that its handler puts back the one it
+    found. So a marker handler is installed first: finding it again afterwards means Tune's
+    handler ran. The handler from before is restored either way.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def marker(signum, frame):  # a second Ctrl-C, after Tune gave its handler back
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, marker)
+    seen: list[bool] = []
+    try:
+        yield lambda: bool(seen) and seen[0]
+    finally:
+        seen.append(signal.getsignal(signal.SIGINT) is marker)
+        signal.signal(signal.SIGINT, previous)
 
 
 def _unfinished_trials(grid: Any) -> list[str]:

@@ -230,6 +230,7 @@ def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> None:
     its direction), ``train_rows`` (rows in the train split, to size LR schedules) and
     optionally ``ledger_dir`` (where each rank records the steps it trained).
     """
+    loop_started = time.time()
     tcfg = config["train"]
     prep = FittedPreprocessor.from_json(config["prep"])
     session = session or RaySession()
@@ -356,6 +357,11 @@ def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> None:
             dist.broadcast_object_list(val, src=0)
         metrics.update({f"val_{k}": v for k, v in (val[0] or {}).items()})
         metrics["val_metric"] = metrics.get(f"val_{metric}", float("nan"))
+        # Wall-clock marks (benchmarks/hpo.py: time to target, per-trial start-up).
+        now = time.time()
+        metrics["epoch_s"] = time.perf_counter() - started
+        metrics["wall_time"] = now
+        metrics["since_start_s"] = now - float(config.get("started_at") or loop_started)
         score = sign * metrics["val_metric"]
         if score > best_score:
             best_score, stale_epochs = score, 0
