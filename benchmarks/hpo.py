@@ -192,7 +192,9 @@ def main() -> int:
     ttt_ratios = [
         a / b
         for a, b in zip(
-            per_seed("asha", "time_to_target_s"), per_seed("random", "time_to_target_s"), strict=True
+            per_seed("asha", "time_to_target_s"),
+            per_seed("random", "time_to_target_s"),
+            strict=True,
         )
     ]
     best_ratios = [
