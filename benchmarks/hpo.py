@@ -72,7 +72,7 @@ def config(data_dir: Path, storage: Path, search: dict[str, str], seed: int, arg
     return {
         "name": "hpo-bench",
         "data": {"path": str(data_dir), "target": TARGET, "split": {"key": KEY}},
-        "schema": {"columns": {**cols, KEY: {"type": "int"}, TARGET: {"type": "int"}}},
+        "schema": {"columns": {**cols, KEY: {"type": "int"}, TARGET: {"type": "int", "allowed": [0, 1]}}},
         "features": {"numeric": list(cols), "categorical": []},
         "model": {"task": "classification", "hidden_sizes": [16]},
         "train": {
@@ -146,13 +146,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=9)
-    parser.add_argument("--rows", type=int, default=40000)
+    parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--target", type=float, default=0.9, help="validation accuracy")
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--ray-cpus", type=int, default=8)
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.trials, args.epochs, args.rows = 1, 6, 6, 20000
+        args.seeds, args.trials, args.epochs, args.rows = 1, 6, 6, 8000
 
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)

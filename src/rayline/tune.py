@@ -220,6 +220,7 @@ def _trial(
     storage_path: str,
     mode: str,
     encoded: frozenset[str] = frozenset(),
+    tune_checkpoints: bool = False,
 ) -> None:
     """The Tune function trainable: one distributed training run with sampled values."""
     import ray.tune
@@ -244,7 +245,9 @@ def _trial(
         loop_cfg["checkpoint_dir"] = f"{storage_path}/trial-{trial_id}/checkpoints"
         # Tune rewrites a restored trial's result files; the per-epoch files keep its lineage.
         loop_cfg["history_dir"] = f"{storage_path}/trial-{trial_id}/history"
-        session = TuneLocalSession(datasets, use_gpu=bool(loop_cfg["train"]["use_gpu"]))
+        session = TuneLocalSession(
+            datasets, use_gpu=bool(loop_cfg["train"]["use_gpu"]), checkpoints=tune_checkpoints
+        )
         try:
             train_loop_per_worker(loop_cfg, session=session)
         except Exception as exc:
@@ -318,6 +321,7 @@ def run_tune(
         storage_path=f"{storage_path}/trials",
         mode=mode,
         encoded=frozenset(encoded),
+        tune_checkpoints=cfg.tune.scheduler == "pbt",
     )
     if cfg.train.local_mode:
         # The trial's own process trains: it holds the trial's CPU (and GPU when asked).

@@ -388,3 +388,99 @@ def test_ctrl_c_during_a_sweep_registers_nothing_and_says_how_to_resume(workspac
     exp = client.get_experiment_by_name("it")
     runs = client.search_runs([exp.experiment_id], "attributes.run_name = 'cut-short'")
     assert runs and runs[0].info.status == "KILLED"
+
+
+def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epochs(workspace):
+    """`rayline run` SIGKILLed (with its whole process group, Ray included) once one trial has
+    finished and the next has started; the same command again finishes the sweep. Finished
+    trials are not rerun, the cut trial continues from its last checkpoint, every trial's
+    final lineage has each epoch once, and MLflow keeps one parent run with one nested run
+    per trial."""
+    import json as _json
+
+    from mlflow import MlflowClient
+
+    raw = base_config(
+        workspace / "data",
+        workspace / "kill-runs",
+        tune={"enabled": True, "num_samples": 3, "scheduler": "fifo", "search_space": SPACE},
+        runtime={"num_cpus": 4, "run_name": "killed", "dashboard": False},
+    )
+    raw["train"].update(epochs=4, local_mode=True, batch_size=16)
+    tracking = f"sqlite:///{workspace}/kill-mlflow.db"
+    raw["registry"]["tracking_uri"] = tracking
+    cfg_path = workspace / "killed.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    trials_dir = workspace / "kill-runs" / "runs" / "killed" / "tune" / "trials"
+
+    def epochs_done() -> dict[str, int]:
+        return {
+            d.name: len(list((d / "history").glob("epoch-*.json")))
+            for d in trials_dir.glob("trial-*")
+        }
+
+    def run(kill_when=None):
+        with (workspace / "killed.err").open("a") as fe:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rayline.cli", "run", str(cfg_path)],
+                cwd=workspace,
+                stdout=subprocess.PIPE,
+                stderr=fe,
+                text=True,
+                start_new_session=True,
+            )
+        if kill_when is None:
+            out, _ = proc.communicate(timeout=600)
+            return proc.returncode, out
+        deadline = time.time() + 400
+        try:
+            while not kill_when(epochs_done()):
+                assert proc.poll() is None, (workspace / "killed.err").read_text()[-3000:]
+                assert time.time() < deadline, f"never reached the kill point: {epochs_done()}"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+        return proc.returncode, None
+
+    rc, _ = run(lambda done: 4 in done.values() and any(0 < n < 4 for n in done.values()))
+    assert rc == -signal.SIGKILL
+    before = epochs_done()
+    finished = {t for t, n in before.items() if n == 4}
+    stamps = {
+        t: {p.name: p.stat().st_mtime_ns for p in (trials_dir / t / "history").iterdir()}
+        for t in finished
+    }
+    rc, out = run()
+    assert rc == 0, (workspace / "killed.err").read_text()[-3000:]
+    assert "trials (3):" in out
+    after = epochs_done()
+    assert set(after) >= set(before) and len(after) == 3 and set(after.values()) == {4}
+    for t in finished:  # not rerun: its epoch files were never written again
+        now = {p.name: p.stat().st_mtime_ns for p in (trials_dir / t / "history").iterdir()}
+        assert now == stamps[t]
+    for t in after:
+        rows = [
+            _json.loads(p.read_text())
+            for p in sorted((trials_dir / t / "history").glob("epoch-*.json"))
+        ]
+        assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+        resumed = [r for r in rows if r.get("restored_from_epoch") is not None]
+        for r in resumed:  # a restart continued from the epoch before it, never went back
+            assert r["epoch"] == r["restored_from_epoch"] + 1
+    cut = [t for t, n in before.items() if 0 < n < 4]
+    assert cut and any(
+        _json.loads(p.read_text()).get("restored_from_epoch")
+        for t in cut
+        for p in (trials_dir / t / "history").glob("epoch-*.json")
+    ), "the cut trial did not continue from a checkpoint"
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("it")
+    parents = client.search_runs([exp.experiment_id], "attributes.run_name = 'killed'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'"
+    )
+    assert sorted(c.data.tags["rayline.trial_id"] for c in children) == sorted(
+        t.removeprefix("trial-") for t in after
+    )

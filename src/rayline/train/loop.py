@@ -199,9 +199,13 @@ class TuneLocalSession:
 
     rank, world = 0, 1
 
-    def __init__(self, datasets: dict[str, Any], use_gpu: bool = False):
+    def __init__(self, datasets: dict[str, Any], use_gpu: bool = False, checkpoints: bool = True):
         self.datasets = datasets
         self.use_gpu = use_gpu
+        # Tune checkpoints are what PBT copies; without PBT a restarted trial resumes from
+        # the checkpoints rayline keeps, and each Tune checkpoint would be a second copy
+        # (and would make Tune snapshot its experiment state every few reports).
+        self.checkpoints = checkpoints
 
     def prepare_model(self, model: nn.Module) -> tuple[nn.Module, torch.device]:
         device = torch.device("cuda" if self.use_gpu and torch.cuda.is_available() else "cpu")
@@ -218,7 +222,11 @@ class TuneLocalSession:
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         import ray.tune
 
-        ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ckpt = (
+            ray.tune.Checkpoint.from_directory(checkpoint_dir)
+            if checkpoint_dir and self.checkpoints
+            else None
+        )
         ray.tune.report(metrics, checkpoint=ckpt)
 
 
