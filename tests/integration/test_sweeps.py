@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -30,6 +31,7 @@ from .conftest import base_config, make_table, write_parts
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 SPACE = {"train.lr": {"type": "loguniform", "low": 0.005, "high": 0.05}}
 
 
@@ -350,7 +352,10 @@ def test_ctrl_c_during_a_sweep_registers_nothing_and_says_how_to_resume(workspac
         tune={"enabled": True, "num_samples": 3, "scheduler": "fifo", "search_space": SPACE},
         runtime={"num_cpus": 4, "run_name": "cut-short"},
     )
-    raw["train"].update(epochs=1, num_workers=2)
+    # In-process trials of ~3 s epochs: the first reports early, the sweep is far from done.
+    raw["train"].update(epochs=2, local_mode=True, batch_size=16)
+    raw["model"]["builder"] = "tests.integration.slow_model:build"
+    raw["tune"]["max_concurrent_trials"] = 1
     tracking = f"sqlite:///{workspace}/cli-mlflow.db"
     raw["registry"]["tracking_uri"] = tracking
     cfg_path = workspace / "cut-short.yaml"
@@ -363,6 +368,7 @@ def test_ctrl_c_during_a_sweep_registers_nothing_and_says_how_to_resume(workspac
             stdout=fo,
             stderr=fe,
             start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},  # the test's model module
         )
     tune_dir = workspace / "cli-runs" / "runs" / "cut-short" / "tune" / "tune"
     try:
@@ -403,10 +409,18 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
     raw = base_config(
         workspace / "data",
         workspace / "kill-runs",
-        tune={"enabled": True, "num_samples": 3, "scheduler": "fifo", "search_space": SPACE},
+        tune={
+            "enabled": True,
+            "num_samples": 3,
+            "max_concurrent_trials": 1,
+            "scheduler": "fifo",
+            "search_space": SPACE,
+        },
         runtime={"num_cpus": 4, "run_name": "killed", "dashboard": False},
     )
-    raw["train"].update(epochs=4, local_mode=True, batch_size=16)
+    # ~13 batches of 16 rows at 0.25 s each: an epoch takes ~3 s, a window to kill in.
+    raw["train"].update(epochs=3, local_mode=True, batch_size=16)
+    raw["model"]["builder"] = "tests.integration.slow_model:build"
     tracking = f"sqlite:///{workspace}/kill-mlflow.db"
     raw["registry"]["tracking_uri"] = tracking
     cfg_path = workspace / "killed.yaml"
@@ -428,6 +442,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
                 stderr=fe,
                 text=True,
                 start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},  # the test's model module
             )
         if kill_when is None:
             out, _ = proc.communicate(timeout=600)
@@ -443,10 +458,10 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
             proc.wait(timeout=60)
         return proc.returncode, None
 
-    rc, _ = run(lambda done: 4 in done.values() and any(0 < n < 4 for n in done.values()))
+    rc, _ = run(lambda done: 3 in done.values() and any(0 < n < 3 for n in done.values()))
     assert rc == -signal.SIGKILL
     before = epochs_done()
-    finished = {t for t, n in before.items() if n == 4}
+    finished = {t for t, n in before.items() if n == 3}
     stamps = {
         t: {p.name: p.stat().st_mtime_ns for p in (trials_dir / t / "history").iterdir()}
         for t in finished
@@ -455,7 +470,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
     assert rc == 0, (workspace / "killed.err").read_text()[-3000:]
     assert "trials (3):" in out
     after = epochs_done()
-    assert set(after) >= set(before) and len(after) == 3 and set(after.values()) == {4}
+    assert set(after) >= set(before) and len(after) == 3 and set(after.values()) == {3}
     for t in finished:  # not rerun: its epoch files were never written again
         now = {p.name: p.stat().st_mtime_ns for p in (trials_dir / t / "history").iterdir()}
         assert now == stamps[t]
@@ -464,11 +479,11 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
             _json.loads(p.read_text())
             for p in sorted((trials_dir / t / "history").glob("epoch-*.json"))
         ]
-        assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
         resumed = [r for r in rows if r.get("restored_from_epoch") is not None]
         for r in resumed:  # a restart continued from the epoch before it, never went back
             assert r["epoch"] == r["restored_from_epoch"] + 1
-    cut = [t for t, n in before.items() if 0 < n < 4]
+    cut = [t for t, n in before.items() if 0 < n < 3]
     assert cut and any(
         _json.loads(p.read_text()).get("restored_from_epoch")
         for t in cut
