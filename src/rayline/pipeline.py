@@ -263,6 +263,7 @@ def run_pipeline(
                         resources.get("CPU", 1),
                         report.splits["train"],
                         callbacks=[progress],
+                        cluster_gpus=resources.get("GPU", 0),
                     )
                 except Interrupted as exc:
                     raise Interrupted(

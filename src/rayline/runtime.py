@@ -161,7 +161,7 @@ def check_training_fits(
         )
     if train.use_gpu:
         have_gpu = resources.get("GPU", 0)
-        if n_workers > have_gpu:
+        if n_workers * float(train.resources_per_worker.get("GPU", 1.0)) > have_gpu:
             raise ClusterError(
                 f"train.use_gpu is true with {n_workers} workers, but the cluster has "
                 f"{have_gpu:g} GPUs; set train.use_gpu=false, lower train.num_workers, or add "

@@ -198,13 +198,26 @@ def largest_trial(cfg: PipelineConfig):
     return cfg.train.model_copy(update=update)
 
 
-def default_concurrency(cfg: PipelineConfig, cluster_cpus: float) -> int:
-    """Trials that fit at once while leaving a CPU for Ray Data.
+def default_concurrency(cfg: PipelineConfig, cluster_cpus: float, cluster_gpus: float = 0) -> int:
+    """Trials that fit at once while leaving a CPU for Ray Data, and within the GPUs.
 
     Each trial holds one CPU for its driver function plus its workers' CPUs (none in local
-    mode, where the trial's own process trains).
+    mode, where the trial's own process trains), and with ``train.use_gpu`` its GPUs.
     """
-    return max(1, math.floor((cluster_cpus - 1) / cpus_per_trial(cfg)))
+    fits = max(1, math.floor((cluster_cpus - 1) / cpus_per_trial(cfg)))
+    gpus = gpus_per_trial(cfg)
+    if gpus > 0 and cluster_gpus > 0:
+        fits = min(fits, max(1, math.floor(cluster_gpus / gpus + 1e-9)))
+    return fits
+
+
+def gpus_per_trial(cfg: PipelineConfig) -> float:
+    """GPUs one trial holds: per worker 1, or ``train.resources_per_worker.GPU`` (a fraction
+    lets several trials share a GPU); in local mode the trial's own process holds them."""
+    if not cfg.train.use_gpu:
+        return 0.0
+    per_worker = float(cfg.train.resources_per_worker.get("GPU", 1.0))
+    return per_worker if cfg.train.local_mode else per_worker * cfg.train.num_workers
 
 
 def cpus_per_trial(cfg: PipelineConfig) -> float:
@@ -284,6 +297,7 @@ def run_tune(
     cluster_cpus: float,
     train_rows: int,
     callbacks: list[Any] | None = None,
+    cluster_gpus: float = 0,
 ) -> tuple[TrainResult, list[TrialSummary]]:
     """Run the search; return the best trial's best checkpoint and every trial's summary.
 
@@ -298,19 +312,21 @@ def run_tune(
     )
     encoded = encoded_keys(cfg)
     total = num_trials(cfg)
-    fits = default_concurrency(cfg, cluster_cpus)
+    fits = default_concurrency(cfg, cluster_cpus, cluster_gpus)
     concurrency = cfg.tune.max_concurrent_trials or fits
     if concurrency > fits:
         # More would take every CPU: the trials' Ray Data reads and transforms would then
         # never be scheduled and every trial would wait on its first batch forever.
         log.warning(
-            "tune.max_concurrent_trials=%d: %d trials of %g CPUs each would leave no CPU of "
-            "the cluster's %g for Ray Data; running %d at a time (add CPUs, or lower "
-            "train.num_workers, to run more)",
+            "tune.max_concurrent_trials=%d: %d trials of %g CPUs and %g GPUs each do not fit "
+            "the cluster's %g CPUs (one kept for Ray Data) and %g GPUs; running %d at a time "
+            "(add resources, or lower train.num_workers, to run more)",
             concurrency,
             concurrency,
             cpus_per_trial(cfg),
+            gpus_per_trial(cfg),
             cluster_cpus,
+            cluster_gpus,
             fits,
         )
         concurrency = fits
@@ -325,9 +341,7 @@ def run_tune(
     )
     if cfg.train.local_mode:
         # The trial's own process trains: it holds the trial's CPU (and GPU when asked).
-        trainable = tune.with_resources(
-            trainable, {"cpu": TRIAL_CPUS, "gpu": 1 if cfg.train.use_gpu else 0}
-        )
+        trainable = tune.with_resources(trainable, {"cpu": TRIAL_CPUS, "gpu": gpus_per_trial(cfg)})
     if cfg.tune.scheduler == "pbt":
         # PBT draws its perturbations from Python's global RNG (in this driver process).
         random.seed(cfg.train.seed)

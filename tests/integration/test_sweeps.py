@@ -242,6 +242,35 @@ def test_optuna_with_the_median_rule_trains_list_valued_choices(workspace):
     assert os.path.exists(os.path.join(best.checkpoint_path, "model.pt"))
 
 
+def test_grid_with_asha_runs_every_combination_once(workspace):
+    """A 2 x 2 grid of in-process trials under ASHA: exactly the four combinations, each
+    once, whichever ASHA stops early."""
+    _start_ray(dashboard=False)
+    cfg = _cfg(
+        workspace,
+        {"local_mode": True, "epochs": 3},
+        search="grid",
+        scheduler="asha",
+        max_concurrent_trials=3,
+        search_space={"train.lr": [0.005, 0.05], "model.hidden_sizes": [[8], [16, 16]]},
+    )
+    report, prep = _staged(workspace, cfg, "stage-grid")
+    best, trials = run_tune(
+        cfg,
+        prep,
+        report.staged_path,
+        str(workspace / "grid"),
+        "tune",
+        4.0,
+        report.splits["train"],
+    )
+    drawn = sorted((t.params["train.lr"], str(t.params["model.hidden_sizes"])) for t in trials)
+    assert drawn == sorted((lr, str(h)) for lr in (0.005, 0.05) for h in ([8], [16, 16]))
+    assert [t.error for t in trials] == [None] * 4
+    assert all(1 <= len(t.history) <= 3 for t in trials)
+    assert best.trial_id in {t.trial_id for t in trials}
+
+
 def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(workspace):
     """Synchronous PBT over two in-process trials: at epoch 2 the weaker trial copies the
     stronger one's checkpoint (weights, optimizer) and goes on with a perturbed lr."""
@@ -389,7 +418,7 @@ def test_ctrl_c_during_a_sweep_registers_nothing_and_says_how_to_resume(workspac
     assert "nothing was evaluated or registered" in stderr
     assert "Traceback" not in stderr, stderr[-3000:]
     assert "[rayline] evaluate" not in stderr and "[rayline] register" not in stderr
-    client = MlflowClient(tracking)
+    client = MlflowClient(tracking, registry_uri=tracking)  # not a registry set by another test
     assert client.search_model_versions("name='churn'") == []
     exp = client.get_experiment_by_name("it")
     runs = client.search_runs([exp.experiment_id], "attributes.run_name = 'cut-short'")
@@ -489,7 +518,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
         for t in cut
         for p in (trials_dir / t / "history").glob("epoch-*.json")
     ), "the cut trial did not continue from a checkpoint"
-    client = MlflowClient(tracking)
+    client = MlflowClient(tracking, registry_uri=tracking)  # not a registry set by another test
     exp = client.get_experiment_by_name("it")
     parents = client.search_runs([exp.experiment_id], "attributes.run_name = 'killed'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

@@ -158,3 +158,21 @@ def test_local_mode_trials_hold_one_cpu_and_need_no_worker_cpus():
     check_training_fits(TrainConfig(local_mode=True, num_workers=8), {"CPU": 1.0}, trial_cpus=1)
     with pytest.raises(Exception, match="2 CPUs"):
         check_training_fits(TrainConfig(num_workers=2), {"CPU": 1.0})
+
+
+def test_gpu_sweeps_fit_their_trials_to_the_gpus():
+    from rayline.tune import default_concurrency, gpus_per_trial
+
+    raw = yaml.safe_load(MINIMAL)
+    raw["train"] = {"use_gpu": True, "num_workers": 2}
+    raw["tune"] = {"enabled": True, "search_space": {"train.lr": [0.01, 0.1]}}
+    cfg = validate_config(copy.deepcopy(raw))
+    assert gpus_per_trial(cfg) == 2
+    assert default_concurrency(cfg, 64.0, 8.0) == 4  # 8 GPUs / 2 per trial; CPUs allow 21
+    raw["train"]["resources_per_worker"] = {"GPU": 0.5}  # fractional: two workers share one
+    cfg = validate_config(copy.deepcopy(raw))
+    assert gpus_per_trial(cfg) == 1 and default_concurrency(cfg, 64.0, 8.0) == 8
+    raw["train"] = {"use_gpu": True, "local_mode": True, "resources_per_worker": {"GPU": 0.25}}
+    cfg = validate_config(copy.deepcopy(raw))
+    assert default_concurrency(cfg, 64.0, 1.0) == 4  # four in-process trials per GPU
+    assert default_concurrency(cfg, 4.0, 1.0) == 3  # ... but CPUs (one for Ray Data) bind first
