@@ -72,7 +72,9 @@ def config(data_dir: Path, storage: Path, search: dict[str, str], seed: int, arg
     return {
         "name": "hpo-bench",
         "data": {"path": str(data_dir), "target": TARGET, "split": {"key": KEY}},
-        "schema": {"columns": {**cols, KEY: {"type": "int"}, TARGET: {"type": "int", "allowed": [0, 1]}}},
+        "schema": {
+            "columns": {**cols, KEY: {"type": "int"}, TARGET: {"type": "int", "allowed": [0, 1]}}
+        },
         "features": {"numeric": list(cols), "categorical": []},
         "model": {"task": "classification", "hidden_sizes": [16]},
         "train": {
