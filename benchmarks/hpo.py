@@ -191,22 +191,11 @@ def main() -> int:
     def per_seed(name: str, key: str) -> list[float]:
         return [r[key] for r in runs if r["search"] == name]
 
-    ttt_ratios = [
-        a / b
-        for a, b in zip(
-            per_seed("asha", "time_to_target_s"),
-            per_seed("random", "time_to_target_s"),
-            strict=True,
-        )
-    ]
-    best_ratios = [
-        a / b
-        for a, b in zip(
-            per_seed("optuna_asha", "best_val_accuracy"),
-            per_seed("random", "best_val_accuracy"),
-            strict=True,
-        )
-    ]
+    def vs_random(name: str, key: str) -> list[float]:
+        """Per seed, ``name``'s figure over random search's."""
+        return [a / b for a, b in zip(per_seed(name, key), per_seed("random", key), strict=True)]
+
+    best_ratios = vs_random("optuna_asha", "best_val_accuracy")
     optuna_wins = sum(1 for x in best_ratios if x >= 1.0)
     summary = {
         "benchmark": "hpo",
@@ -214,29 +203,13 @@ def main() -> int:
         "trials": args.trials,
         "epochs": args.epochs,
         "target_val_accuracy": args.target,
-        "asha_time_to_target_ratio": round(statistics.median(ttt_ratios), 3),
+        "asha_time_to_target_ratio": round(
+            statistics.median(vs_random("asha", "time_to_target_s")), 3
+        ),
         "optuna_asha_time_to_target_ratio": round(
-            statistics.median(
-                a / b
-                for a, b in zip(
-                    per_seed("optuna_asha", "time_to_target_s"),
-                    per_seed("random", "time_to_target_s"),
-                    strict=True,
-                )
-            ),
-            3,
+            statistics.median(vs_random("optuna_asha", "time_to_target_s")), 3
         ),
-        "asha_best_ratio": round(
-            statistics.median(
-                a / b
-                for a, b in zip(
-                    per_seed("asha", "best_val_accuracy"),
-                    per_seed("random", "best_val_accuracy"),
-                    strict=True,
-                )
-            ),
-            4,
-        ),
+        "asha_best_ratio": round(statistics.median(vs_random("asha", "best_val_accuracy")), 4),
         "optuna_best_ratio": round(statistics.median(best_ratios), 4),
         "optuna_at_least_random_seeds": optuna_wins,
         "overhead_ratio": round(statistics.median(r["overhead"] for r in runs), 3),
