@@ -86,18 +86,17 @@ def _staged(root, cfg, name):
     return report, prep
 
 
+def _tune(root, cfg, name):
+    """Stage the data for ``cfg`` and run its sweep under ``root / name``."""
+    report, prep = _staged(root, cfg, f"stage-{name}")
+    return run_tune(
+        cfg, prep, report.staged_path, str(root / name), "tune", 4.0, report.splits["train"]
+    )
+
+
 def _sweep(root, name, **tune):
     cfg = _cfg(root, **tune)
-    report, prep = _staged(root, cfg, f"stage-{name}")
-    best, trials = run_tune(
-        cfg,
-        prep,
-        report.staged_path,
-        str(root / name),
-        "tune",
-        4.0,
-        report.splits["train"],
-    )
+    best, trials = _tune(root, cfg, name)
     return cfg, best, trials
 
 
@@ -218,16 +217,7 @@ def test_optuna_with_the_median_rule_trains_list_valued_choices(workspace):
         max_concurrent_trials=2,
         search_space=space,
     )
-    report, prep = _staged(workspace, cfg, "stage-optuna")
-    best, trials = run_tune(
-        cfg,
-        prep,
-        report.staged_path,
-        str(workspace / "optuna"),
-        "tune",
-        4.0,
-        report.splits["train"],
-    )
+    best, trials = _tune(workspace, cfg, "optuna")
     assert len(trials) == 2 and [t.error for t in trials] == [None, None]
     for t in trials:
         assert t.params["model.hidden_sizes"] in ([16], [8, 8])
@@ -255,16 +245,7 @@ def test_grid_with_asha_runs_every_combination_once(workspace):
         max_concurrent_trials=3,
         search_space={"train.lr": [0.005, 0.05], "model.hidden_sizes": [[16, 16]]},
     )
-    report, prep = _staged(workspace, cfg, "stage-grid")
-    best, trials = run_tune(
-        cfg,
-        prep,
-        report.staged_path,
-        str(workspace / "grid"),
-        "tune",
-        4.0,
-        report.splits["train"],
-    )
+    best, trials = _tune(workspace, cfg, "grid")
     drawn = sorted((t.params["train.lr"], str(t.params["model.hidden_sizes"])) for t in trials)
     assert drawn == [(0.005, "[16, 16]"), (0.05, "[16, 16]")]
     assert [t.error for t in trials] == [None] * 2
@@ -285,16 +266,7 @@ def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(works
         max_concurrent_trials=2,
         search_space={"train.lr": {"type": "loguniform", "low": 0.001, "high": 0.1}},
     )
-    report, prep = _staged(workspace, cfg, "stage-pbt")
-    best, trials = run_tune(
-        cfg,
-        prep,
-        report.staged_path,
-        str(workspace / "pbt"),
-        "tune",
-        4.0,
-        report.splits["train"],
-    )
+    best, trials = _tune(workspace, cfg, "pbt")
     assert len(trials) == 2 and [t.error for t in trials] == [None, None]
     by_id = {t.trial_id: t for t in trials}
     copies = [
