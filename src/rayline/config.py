@@ -716,6 +716,16 @@ class RuntimeConfig(_Section):
         description="Stream every Ray worker's log lines to the console (`rayline run -v` sets "
         "it); errors reach the console either way.",
     )
+    cache: bool = Field(
+        True,
+        description="Reuse a stage's result from `<storage_path>/cache/` when everything it "
+        "depends on (input data, its config slice, rayline's code for it, user code it "
+        "imports) matches an earlier run's; `rayline run --no-cache` turns it off for one run.",
+    )
+
+
+#: Runtime keys that cannot change a run's results, so they stay out of its config hash.
+DISPLAY_ONLY = ("log_to_driver", "dashboard", "cache")
 
 
 class PipelineConfig(_Section):
@@ -798,8 +808,16 @@ class PipelineConfig(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of the resolved config."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of the resolved config, display-only keys left out.
+
+        ``runtime`` keys that change how a run looks or where it is reused from, never what
+        it computes (:data:`DISPLAY_ONLY`), are not hashed: ``rayline run -v`` resumes a
+        run started without it.
+        """
+        data = self.to_dict()
+        for key in DISPLAY_ONLY:
+            data["runtime"].pop(key, None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     # -- cross-field rules ------------------------------------------------------------------
