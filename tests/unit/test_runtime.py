@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from rayline.config import TrainConfig
+from rayline import runtime
+from rayline.config import RuntimeConfig, TrainConfig, load_config
 from rayline.errors import ClusterError
-from rayline.runtime import check_training_fits, default_local_cpus
+from rayline.runtime import check_training_fits, default_local_cpus, init_ray
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_gpus_that_do_not_exist_are_refused_with_the_fix():
@@ -36,6 +42,69 @@ def test_a_fitting_request_passes():
     check_training_fits(TrainConfig(num_workers=2), {"CPU": float(default_local_cpus())})
 
 
-def test_local_default_leaves_cpus_for_ray_data():
-    # Two 1-CPU workers must never take every logical CPU of the local default.
-    assert default_local_cpus() >= 8
+# Logical CPUs of the local default per core count: twice the cores, at least 8 (None: unknown).
+LOCAL_DEFAULT = [(1, 8), (2, 8), (4, 8), (16, 32), (None, 8)]
+SHIPPED_TRAIN = {
+    "default": TrainConfig(),
+    "demo": load_config(REPO / "jobs" / "configs" / "demo.yaml").train,
+}
+
+
+@pytest.mark.parametrize(("cores", "expected"), LOCAL_DEFAULT)
+def test_local_default_follows_the_core_count(monkeypatch, cores, expected):
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: cores)
+    assert default_local_cpus() == expected
+
+
+@pytest.mark.parametrize("cores", [1, 2, 16])
+@pytest.mark.parametrize("name", sorted(SHIPPED_TRAIN))
+def test_local_default_leaves_cpus_for_ray_data(monkeypatch, cores, name):
+    # The default and demo training workers fit a local Ray on any machine, with logical
+    # CPUs to spare for Ray Data's read and transform tasks (none left: training starves).
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: cores)
+    train = SHIPPED_TRAIN[name]
+    cpus = float(default_local_cpus())
+    check_training_fits(train, {"CPU": cpus})
+    assert cpus - train.num_workers * train.cpus_per_worker > 0
+    assert cpus >= 2 * cores  # oversubscribed: at least twice the cores
+
+
+class _FakeRay:
+    """Stands in for ``ray`` in :func:`init_ray`: records ``ray.init``'s options."""
+
+    def __init__(self):
+        self.init_kwargs: dict = {}
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        self.init_kwargs = kwargs
+
+    def cluster_resources(self):
+        return {"CPU": float(self.init_kwargs["num_cpus"])}
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(runtime, "_configure_ray_data", lambda: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")  # restored after the test
+    return fake
+
+
+def test_a_local_ray_starts_with_the_local_default(monkeypatch, fake_ray):
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    resources = init_ray(RuntimeConfig(dashboard=False))
+    assert fake_ray.init_kwargs["address"] == "local"
+    assert fake_ray.init_kwargs["num_cpus"] == 8
+    assert resources == {"CPU": 8.0}
+    check_training_fits(SHIPPED_TRAIN["demo"], resources)
+
+
+def test_runtime_num_cpus_overrides_the_local_default(monkeypatch, fake_ray):
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)
+    assert init_ray(RuntimeConfig(dashboard=False, num_cpus=3)) == {"CPU": 3.0}
+    assert fake_ray.init_kwargs["num_cpus"] == 3

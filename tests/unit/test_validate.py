@@ -10,6 +10,7 @@ import pytest
 
 from rayline.config import ColumnSpec
 from rayline.data.ingest import resolve_sources
+from rayline.data.readers import parse_csv
 from rayline.data.validate import (
     REASON_COL,
     RULES_COL,
@@ -25,6 +26,10 @@ def spec(type_: str, **kw) -> ColumnSpec:
 
 def reasons(out: pd.DataFrame) -> list[str | None]:
     return [None if pd.isna(r) else r for r in out[REASON_COL]]
+
+
+def rules(out: pd.DataFrame) -> list[str | None]:
+    return [None if pd.isna(r) else r for r in out[RULES_COL]]
 
 
 # -- type coercion ---------------------------------------------------------------------------------
@@ -226,10 +231,16 @@ def write_parquet(path, data: dict) -> str:
     return str(path)
 
 
-def test_parquet_with_matching_schema_passes(tmp_path):
-    p = write_parquet(tmp_path / "a.parquet", {"x": [1.5], "n": [1], "b": [True], "s": ["a"]})
+def test_parquet_with_matching_schema_passes_and_returns_footer_row_counts(tmp_path):
+    a = write_parquet(tmp_path / "a.parquet", {"x": [1.5], "n": [1], "b": [True], "s": ["a"]})
+    b = write_parquet(
+        tmp_path / "b.parquet",
+        {"x": [0.5, 2.0, 3.5], "n": [2, 3, 4], "b": [False, True, False], "s": ["b", "c", "d"]},
+    )
     cols = {"x": spec("float"), "n": spec("int"), "b": spec("bool"), "s": spec("string")}
-    check_file_schemas(resolve_sources(p), cols)  # does not raise
+    # One count per file, by the name the user gave, straight from the footers.
+    assert check_file_schemas(resolve_sources(str(tmp_path)), cols) == {a: 1, b: 3}
+    assert check_file_schemas(resolve_sources(a), cols) == {a: 1}
 
 
 def test_parquet_missing_column_names_file_and_column(tmp_path):
@@ -266,12 +277,26 @@ def test_parquet_float_where_int_declared(tmp_path):
 
 def test_parquet_int_accepted_for_float(tmp_path):
     p = write_parquet(tmp_path / "a.parquet", {"x": pa.array([1, 2], type=pa.int32())})
-    check_file_schemas(resolve_sources(p), {"x": spec("float")})
+    cols = {"x": spec("float")}
+    assert check_file_schemas(resolve_sources(p), cols) == {p: 2}
+    # ... and its rows become good float rows, not quarantined ones.
+    out = validate_batch(pq.read_table(p).to_pandas(), cols)
+    assert out["x"].dtype == np.float64
+    assert out["x"].tolist() == [1.0, 2.0]
+    assert reasons(out) == [None, None]
 
 
-def test_parquet_all_null_column_accepted_for_any_type(tmp_path):
+@pytest.mark.parametrize("type_", ["int", "float", "bool", "string"])
+def test_parquet_all_null_column_accepted_for_any_type(tmp_path, type_):
     p = write_parquet(tmp_path / "a.parquet", {"x": pa.array([None, None], type=pa.null())})
-    check_file_schemas(resolve_sources(p), {"x": spec("int", nullable=True)})
+    assert check_file_schemas(resolve_sources(p), {"x": spec(type_)}) == {p: 2}
+    # The file passes; whether its nulls are allowed is each row's business.
+    table = pq.read_table(p).to_pandas()
+    out = validate_batch(table, {"x": spec(type_, nullable=True)})
+    assert out["x"].isna().all() and reasons(out) == [None, None]
+    out = validate_batch(table, {"x": spec(type_)})
+    assert reasons(out) == ["x: null in a non-nullable column"] * 2
+    assert rules(out) == ["x.nullable"] * 2
 
 
 def test_problems_in_every_file_are_listed(tmp_path):
@@ -295,9 +320,18 @@ def test_csv_missing_column_names_file_and_column(tmp_path):
 
 def test_csv_types_are_left_to_row_validation(tmp_path):
     p = tmp_path / "a.csv"
-    p.write_text("x,n\nabc,1.5\n")
-    # CSV values are text; bad values are quarantined row by row, not rejected per file.
-    check_file_schemas(resolve_sources(str(p)), {"x": spec("float"), "n": spec("int")})
+    p.write_text("x,n\nabc,1.5\n2.5,3\n")
+    cols = {"x": spec("float"), "n": spec("int")}
+    # CSV values are text; bad values are quarantined row by row, not rejected per file,
+    # and a text file records no row count.
+    assert check_file_schemas(resolve_sources(str(p)), cols) is None
+    with p.open("rb") as f:
+        table = pa.concat_tables(parse_csv(f, str(p), list(cols)))
+    out = validate_batch(table.to_pandas(), cols)
+    assert reasons(out) == ["x: not a float ('abc'); n: not a int ('1.5')", None]
+    assert rules(out) == ["x.type,n.type", None]
+    assert out["x"].isna().tolist() == [True, False] and out["x"].iloc[1] == 2.5
+    assert out["n"].isna().tolist() == [True, False] and out["n"].iloc[1] == 3
 
 
 def test_corrupt_parquet_names_the_file(tmp_path):
@@ -316,10 +350,6 @@ def test_empty_csv_names_the_file(tmp_path):
     with pytest.raises(DataValidationError) as exc:
         check_file_schemas(resolve_sources(str(p)), {"x": spec("float")})
     assert str(p) in str(exc.value)
-
-
-def rules(out: pd.DataFrame) -> list[str | None]:
-    return [None if pd.isna(r) else r for r in out[RULES_COL]]
 
 
 def test_each_broken_rule_is_named_by_id():
