@@ -28,6 +28,7 @@ import rayline
 from rayline.config import RegistryConfig
 from rayline.errors import Interrupted, RegistryError
 from rayline.lineage import package_versions
+from rayline.paths import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def resolve_tracking_uri(cfg: RegistryConfig, storage_path: str) -> str:
         return cfg.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    if "://" in storage_path:
+    if is_remote(storage_path):
         raise RegistryError(
             f"runtime.storage_path is '{storage_path}' (remote), so the default local sqlite "
             "tracking store does not apply; set registry.tracking_uri or MLFLOW_TRACKING_URI "
@@ -106,7 +107,7 @@ class Registry:
             exp = self.client.get_experiment_by_name(self.cfg.experiment)
             if exp is None:
                 location = None
-                if "://" not in self.storage_path and not self.tracking_uri.startswith("http"):
+                if not is_remote(self.storage_path) and not self.tracking_uri.startswith("http"):
                     location = Path(self.storage_path, "mlartifacts").resolve().as_uri()
                 self.experiment_id = self.client.create_experiment(
                     self.cfg.experiment, artifact_location=location

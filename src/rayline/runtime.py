@@ -16,6 +16,7 @@ from typing import Any
 
 from rayline.config import RuntimeConfig, TrainConfig
 from rayline.errors import ClusterError
+from rayline.paths import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,6 @@ def check_training_fits(
 
 def resolve_storage(path: str) -> str:
     """An absolute local path (so Ray workers agree on it) or the URI unchanged."""
-    if "://" in path:
+    if is_remote(path):
         return path.rstrip("/")
     return str(Path(path).expanduser().resolve())

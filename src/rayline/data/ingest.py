@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from rayline.errors import DataSourceError
+from rayline.paths import is_remote, uri_scheme
 
 _EXTENSIONS = {
     ".parquet": "parquet",
@@ -75,8 +76,8 @@ def _s3_filesystem(uri: str, endpoint_url: str) -> tuple[pafs.FileSystem, str]:
 
 def _to_fs(uri: str, endpoint_url: str | None = None) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, path inside it, scheme prefix to rebuild URIs)."""
-    if "://" in uri:
-        scheme = uri.split("://", 1)[0] + "://"
+    if is_remote(uri):
+        scheme = uri_scheme(uri)
         endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
         try:
             if scheme in ("s3://", "s3a://") and endpoint_url:

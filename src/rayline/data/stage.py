@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,6 +38,7 @@ from rayline.data.validate import (
     validate_batch,
 )
 from rayline.errors import DataValidationError, find_user_error
+from rayline.paths import filesystem
 
 #: Bumped whenever the staged layout changes, so older staged data is not reused.
 STAGE_FORMAT = 2
@@ -265,7 +265,7 @@ def read_split(staged_path: str, split: str, columns: list[str] | None = None):
     import ray.data
 
     path = split_path(staged_path, split)
-    fs, inner = pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    fs, inner = filesystem(path)
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
         raise DataValidationError(
@@ -297,7 +297,7 @@ def stage(
     """
     columns = cfg.schema_.columns
     staged = f"{out_dir}/staged"
-    fs, inner = pafs.FileSystem.from_uri(staged if "://" in staged else os.path.abspath(staged))
+    fs, inner = filesystem(staged)
     contract = _contract_hash(cfg)
     reused = _reusable_marker(fs, inner, fingerprint, contract)
     if source_rows is None:

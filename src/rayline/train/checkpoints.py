@@ -18,11 +18,9 @@ INDEX_FILE = "index.json"
 
 
 def _fs(uri: str):
-    import pyarrow.fs as pafs
+    from rayline.paths import filesystem
 
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+    return filesystem(uri)
 
 
 def read_index(directory: str) -> list[dict[str, Any]]:
