@@ -521,3 +521,30 @@ def test_to_yaml_round_trips(write, tmp_path):
     again = load_config(write(cfg.to_yaml(), "resolved.yaml"))
     assert again == cfg
     assert again.fingerprint() == cfg.fingerprint()
+
+
+# -- the package layout -------------------------------------------------------------------------
+def test_package_re_exports_every_public_name():
+    import rayline.config as config
+
+    # every public name of the former single-module rayline/config.py
+    names = (
+        "BucketizeStep CategoryStep ClipStep ColumnSpec ColumnType DISPLAY_ONLY DataConfig "
+        "DatetimeStep DriftConfig DriftRule EvaluateConfig FeaturesConfig GateConfig HashStep "
+        "ImputeStep ModelConfig ParamSpec PipelineConfig RULES RegistryConfig RuntimeConfig "
+        "ScaleStep SchemaConfig SplitConfig Threshold TrainConfig TransformStep TuneConfig "
+        "apply_overrides config_reference load_config validate_config"
+    ).split()
+    assert set(names) <= set(config.__all__)
+    for name in config.__all__:
+        assert hasattr(config, name), name
+    assert config.DISPLAY_ONLY == ("log_to_driver", "dashboard", "cache")
+
+
+def test_user_transform_refs_follow_the_one_rule(write):
+    ok = load_config(write(MINIMAL), ["features.user=[pkg.mod:fn, a:B]"])
+    assert ok.features.user == ["pkg.mod:fn", "a:B"]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(MINIMAL), ["features.user=[pkg.mod.fn, 'pkg-mod:fn', 'a:b:c']"])
+    for bad in ("pkg.mod.fn", "pkg-mod:fn", "a:b:c"):
+        assert f"features.user: '{bad}' is not 'package.module:function'" in info.value.problems

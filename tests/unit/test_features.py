@@ -263,3 +263,29 @@ def test_batch_transform_regression_target_is_float32():
     out = BatchTransform(prep)(FRAME.fillna({"age": 40.0}))
     assert out["y"].dtype == np.float32
     np.testing.assert_allclose(out["y"], [1.0, 0.0, -2.0, 0.0])
+
+
+# -- user transform references ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "ref, match",
+    [
+        ("tests.unit.no_such_module:fn", "cannot import module 'tests.unit.no_such_module'"),
+        ("tests.unit.user_models:missing", r"has no attribute 'missing'; define missing\(df\)"),
+        ("not-a-path", "is not an import path; write it as 'package.module:function'"),
+    ],
+)
+def test_user_transform_that_cannot_load_is_an_import_error(ref, match):
+    from rayline.data.features import _user_fn
+
+    with pytest.raises(ImportError, match=match) as info:
+        _user_fn(ref)
+    assert f"user transform '{ref}'" in str(info.value)
+
+
+def test_user_transform_is_loaded_once(monkeypatch):
+    from rayline.data import features
+
+    monkeypatch.setattr(features, "_USER_FNS", {})
+    fn = features._user_fn("tests.unit.user_models:build")
+    assert features._user_fn("tests.unit.user_models:build") is fn
+    assert list(features._USER_FNS) == ["tests.unit.user_models:build"]

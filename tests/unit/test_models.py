@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from rayline.config import ModelConfig, validate_config
+from rayline.config import BUILTIN_BUILDERS, ModelConfig, validate_config
 from rayline.data.features import FittedPreprocessor
 from rayline.errors import ConfigError
-from rayline.train.models import build_model, default_embedding_dim
+from rayline.refs import is_ref
+from rayline.train.models import BUILDERS, build_mlp, build_model, default_embedding_dim
 
 
 def _prep(
@@ -207,7 +208,37 @@ def test_user_builder_errors(path, match):
     assert path in str(info.value)
 
 
+def test_user_builder_missing_attribute_quotes_the_signature():
+    with pytest.raises(ValueError, match=r"define missing\(model_cfg: dict, in_dim: int"):
+        build_model({"builder": "tests.unit.user_models:missing"}, 5, 3)
+
+
+# -- the builder table --------------------------------------------------------------------------
+def test_one_table_names_the_builtin_builders():
+    assert tuple(BUILDERS) == BUILTIN_BUILDERS == ("mlp", "tabular", "cnn")
+
+
+def test_table_dispatch_matches_the_direct_builders():
+    torch.manual_seed(0)
+    via_table = build_model(_spec(hidden_sizes=[4], activation="tanh", dropout=0.1), 3, 2)
+    torch.manual_seed(0)
+    direct = build_mlp(3, 2, [4], dropout=0.1, activation="tanh")
+    assert repr(via_table) == repr(direct)
+    for a, b in zip(via_table.state_dict().values(), direct.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 # -- config -------------------------------------------------------------------------------------
+def test_config_and_loader_share_one_ref_rule():
+    for b in ("pkg.mod:fn", "a:b", "pkg-mod:fn", "a:b:c", "pkg.mod.fn", "tests unit:build"):
+        accepted = True
+        try:
+            ModelConfig(task="regression", builder=b)
+        except ValueError:
+            accepted = False
+        assert accepted == is_ref(b), b
+
+
 def test_config_builder_values():
     for b in ("mlp", "tabular", "pkg.mod:fn", "a:b"):
         assert ModelConfig(task="regression", builder=b).builder == b

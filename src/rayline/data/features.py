@@ -18,6 +18,7 @@ import pandas as pd
 
 from rayline.data import transforms
 from rayline.errors import DataValidationError
+from rayline.refs import load_ref
 
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
@@ -240,18 +241,13 @@ _USER_FNS: dict[str, Any] = {}
 
 
 def _user_fn(ref: str):
-    """Import a ``pkg.module:fn`` user transform once per process."""
-    if ref not in _USER_FNS:
-        import importlib
+    """Import a ``pkg.module:fn`` user transform once per process.
 
-        module, _, attr = ref.partition(":")
-        try:
-            _USER_FNS[ref] = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ImportError(
-                f"user transform '{ref}' cannot be imported: {exc}; make the module "
-                "importable where the pipeline and the model run"
-            ) from None
+    Raises:
+        rayline.refs.RefError: (an :class:`ImportError`) ``ref`` cannot be loaded.
+    """
+    if ref not in _USER_FNS:
+        _USER_FNS[ref] = load_ref(ref, "user transform", signature="(df) -> DataFrame")
     return _USER_FNS[ref]
 
 

@@ -11,18 +11,20 @@
   as ``function(model_cfg: dict, in_dim: int, out_dim: int) -> torch.nn.Module``. The module
   must be importable on every Ray worker and wherever the registered model is served.
 
-Only torch is imported here: the registered MLflow model rebuilds the network with these
-functions, and its serving environment need not have Ray.
+Only torch (and the standard-library-only :mod:`rayline.refs`) is imported here: the
+registered MLflow model rebuilds the network with these functions, and its serving
+environment need not have Ray.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from rayline.refs import load_ref, parse_ref
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -247,35 +249,11 @@ def build_cnn(
 
 
 # -- user builders ------------------------------------------------------------------------------
-def is_import_path(builder: str) -> bool:
-    """Whether ``builder`` looks like ``package.module:function``."""
-    module, sep, attr = builder.partition(":")
-    parts = module.split(".")
-    return bool(sep) and all(p.isidentifier() for p in parts) and attr.isidentifier()
-
-
 def load_user_builder(path: str) -> Callable[..., Any]:
     """Import the builder function named by ``"package.module:function"``."""
-    if not is_import_path(path):
-        raise ValueError(
-            f"model builder '{path}' is not an import path; write it as 'package.module:function'"
-        )
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or any error raised while the module runs
-        raise ValueError(
-            f"model builder '{path}': cannot import module '{module_name}' "
-            f"({type(exc).__name__}: {exc}); install it or put it on PYTHONPATH (on every Ray "
-            "worker and in the serving environment), or fix the module name"
-        ) from exc
-    if not hasattr(module, attr):
-        raise ValueError(
-            f"model builder '{path}': module '{module_name}' has no attribute '{attr}'; "
-            f"define {attr}({USER_BUILDER_SIGNATURE.removeprefix('fn(')} there or fix the name"
-        )
-    fn = getattr(module, attr)
+    fn = load_ref(path, "model builder", signature=USER_BUILDER_SIGNATURE.removeprefix("fn"))
     if not callable(fn):
+        attr = parse_ref(path)[1]
         raise ValueError(
             f"model builder '{path}': '{attr}' is a {type(fn).__name__}, not a function; "
             f"point the builder at a function {USER_BUILDER_SIGNATURE}"
@@ -296,10 +274,47 @@ def build_user(path: str, model_cfg: dict[str, Any], in_dim: int, out_dim: int) 
 
 
 # -- dispatch -----------------------------------------------------------------------------------
-BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": build_mlp,
-    "tabular": build_tabular,
-    "cnn": build_cnn,
+def _common(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The MLP-head arguments every built-in builder takes."""
+    return {
+        "hidden_sizes": list(model_cfg.get("hidden_sizes", [64, 32])),
+        "dropout": float(model_cfg.get("dropout", 0.0)),
+        "activation": model_cfg.get("activation", "relu"),
+    }
+
+
+def _mlp(model_cfg: dict[str, Any], in_dim: int, out_dim: int, prep: Any) -> nn.Module:
+    return build_mlp(in_dim, out_dim, **_common(model_cfg))
+
+
+def _tabular(model_cfg: dict[str, Any], in_dim: int, out_dim: int, prep: Any) -> nn.Module:
+    num_numeric, cardinalities = _tabular_layout(prep)
+    return build_tabular(
+        in_dim,
+        out_dim,
+        num_numeric,
+        cardinalities,
+        embedding_dim=model_cfg.get("embedding_dim"),
+        **_common(model_cfg),
+    )
+
+
+def _cnn(model_cfg: dict[str, Any], in_dim: int, out_dim: int, prep: Any) -> nn.Module:
+    return build_cnn(
+        in_dim,
+        out_dim,
+        model_cfg.get("image_shape"),
+        conv_channels=list(model_cfg.get("conv_channels") or [16, 32]),
+        **_common(model_cfg),
+    )
+
+
+#: Built-in builder name -> ``fn(model_cfg, in_dim, out_dim, prep) -> nn.Module``. The
+#: config's ``BUILTIN_BUILDERS`` lists the same names (a unit test keeps them equal).
+BUILDERS: dict[str, Callable[[dict[str, Any], int, int, Any], nn.Module]] = {
+    "mlp": _mlp,
+    "tabular": _tabular,
+    "cnn": _cnn,
 }
 
 
@@ -312,31 +327,8 @@ def build_model(
     builder reads the feature layout (numeric columns, then index columns) from it.
     """
     builder = model_cfg.get("builder") or "mlp"
-    common = {
-        "hidden_sizes": list(model_cfg.get("hidden_sizes", [64, 32])),
-        "dropout": float(model_cfg.get("dropout", 0.0)),
-        "activation": model_cfg.get("activation", "relu"),
-    }
-    if builder == "mlp":
-        return build_mlp(in_dim, out_dim, **common)
-    if builder == "tabular":
-        num_numeric, cardinalities = _tabular_layout(prep)
-        return build_tabular(
-            in_dim,
-            out_dim,
-            num_numeric,
-            cardinalities,
-            embedding_dim=model_cfg.get("embedding_dim"),
-            **common,
-        )
-    if builder == "cnn":
-        return build_cnn(
-            in_dim,
-            out_dim,
-            model_cfg.get("image_shape"),
-            conv_channels=list(model_cfg.get("conv_channels") or [16, 32]),
-            **common,
-        )
+    if builder in BUILDERS:
+        return BUILDERS[builder](model_cfg, in_dim, out_dim, prep)
     if ":" in builder:
         return build_user(builder, model_cfg, in_dim, out_dim)
     raise ValueError(
