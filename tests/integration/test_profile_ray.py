@@ -104,7 +104,8 @@ def test_empty_dataset_profiles_to_zero_rows(ray_session):
     import ray.data
 
     from rayline.config import DriftConfig
-    from rayline.data.profile import Profile, compare, compute_profile
+    from rayline.data.drift import compare
+    from rayline.data.profile import Profile, compute_profile
 
     df = _table(100).iloc[:0]
     prof = compute_profile(ray.data.from_pandas(df), TYPES)

@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 
 from rayline.config import DriftConfig
-from rayline.data.profile import (
-    ColumnProfile,
-    Profile,
-    compare,
-    numeric_bins,
-    numeric_shares,
-    psi,
-    render_html,
-    write_html,
-)
+from rayline.data.drift import compare, numeric_bins, numeric_shares, psi
+from rayline.data.profile import ColumnProfile, Profile
+from rayline.data.profile_html import render_html, write_html
 
 
 def numeric(values: np.ndarray, nulls: int = 0, points: int = 101) -> ColumnProfile:
