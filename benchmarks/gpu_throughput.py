@@ -8,13 +8,13 @@ AdamW and bf16 autocast, data already on the GPU:
 * ``limit+item``       -- diagnostic: the limit plus one ``loss.item()`` per step (the host sync
   rayline's loop does to accumulate the loss), to show what that sync alone costs.
 * ``rayline-loop``     -- rayline's per-step path WITHOUT Ray: its real ``ShardCache`` serving
-  the shard from device memory, its ``_make_optimizer``, LambdaLR over ``lr_factor``, ``_optimizer_step``
-  and step ``_Ledger``, and the loop body of ``train_loop_per_worker`` reproduced statement
-  for statement (autocast, ``loss.item()`` accumulation). Only the Ray Train wrapper is absent.
-  If rayline cannot be imported (no pandas, say) a replica of the same statements is used and
-  the row is labelled ``rayline-loop-replica``.
+  the shard from device memory, its ``_make_optimizer``, LambdaLR over ``lr_factor``, step
+  ``_Ledger``, and the epoch ``train_loop_per_worker`` runs: ``rayline.train.loop.train_epoch``
+  (``train_step``: autocast, backward, ``loss.item()`` accumulation; ``optimizer_step``). Only
+  the Ray Train wrapper, validation and checkpointing are absent. ``rayline.train.loop``
+  imports with torch and numpy alone (no pandas or Ray).
 * ``rayline``          -- when Ray and rayline import: the real ``train_loop_per_worker`` under a
-  one-GPU ``TorchTrainer`` from ``make_trainer(loop_config(...))``, fed by Ray Data (epoch 1
+  one-GPU ``TorchTrainer`` from ``make_trainer(LoopConfig(...))``, fed by Ray Data (epoch 1
   streams, later epochs come from ShardCache on the GPU); steady-state samples/s from its
   history, and its fixed overhead (fit wall time minus in-loop time).
 
@@ -37,7 +37,6 @@ import os
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -135,122 +134,52 @@ def run_limit(x, y, args, device, use_bf16: bool, item_per_step: bool = False) -
 
 def run_rayline_loop(x, y, args, device, use_bf16: bool, tmp: str) -> tuple[list[float], str]:
     """rayline's per-step path in this process (no Ray); returns epoch seconds and the label."""
-    try:
-        from rayline.train.loop import ShardCache, _Ledger, _make_optimizer, _optimizer_step
-        from rayline.train.schedules import lr_factor
-
-        label = "rayline-loop"
-    except Exception:  # replicas of the same statements, honestly labelled
-        ShardCache, _Ledger, _make_optimizer, _optimizer_step, lr_factor = _replicas()
-        label = "rayline-loop-replica"
+    from rayline.train.loop import ShardCache, StepParts, _Ledger, _make_optimizer, train_epoch
+    from rayline.train.schedules import lr_factor
 
     torch.manual_seed(0)
     model, _ = make_model(x.shape[1], args.classes, args.width, args.depth)
     model = model.to(device)
     optimizer = _make_optimizer("adamw", model.parameters(), args.lr, 0.0)
     n = len(y)
-    accum, clip = 1, None
+    accum = 1
     steps_per_epoch = max(1, math.ceil(math.ceil(n / args.batch) / accum))
     total_steps = args.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, "constant", 0.0)
     )
-    loss_fn = nn.CrossEntropyLoss()
+    parts = StepParts(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=nn.CrossEntropyLoss(),
+        regression=False,
+        accum=accum,
+        clip=None,
+        use_bf16=use_bf16,
+        device_type=device.type,
+    )
     ledger = _Ledger(os.path.join(tmp, "ledger"), 0, 0)  # trainer.fit() records steps locally
     cache = ShardCache(None, args.batch, 0, device, 0, shuffle=True)
     cache.tensors = {"x": x, "y": y}  # what the first (streaming) epoch leaves behind
     global_step, times = 0, []
     for epoch in range(args.epochs):
-        model.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64)
         _sync(device)
         started = time.perf_counter()
-        micro = 0
-        window = [0.0, 0, time.perf_counter()]  # train.log_every_n_steps window (unset here)
-        optimizer.zero_grad(set_to_none=True)
-        # -- the body of train_loop_per_worker's epoch, statement for statement --
-        for batch in cache.epoch(epoch):
-            xb, yb = batch["x"], batch["y"]
-            micro += 1
-            last_micro = micro % accum == 0
-            sync = nullcontext()
-            with (
-                sync,
-                torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16),
-            ):
-                out = model(xb)
-                loss = loss_fn(out.float(), yb)
-                (loss / accum).backward()
-            batch_loss = loss.item() * len(yb)
-            loss_sum += torch.tensor([batch_loss, len(yb)], dtype=torch.float64)
-            window[0] += batch_loss
-            window[1] += len(yb)
-            if last_micro:
-                global_step = _optimizer_step(
-                    model, optimizer, scheduler, clip, global_step, epoch, ledger
-                )
+        # The epoch of train_loop_per_worker, as it calls it (train.log_every_n_steps unset).
+        _, global_step = train_epoch(
+            parts,
+            cache.epoch(epoch),
+            epoch,
+            global_step,
+            ledger,
+            history_dir=None,
+            log_every=None,
+            world=1,
+        )
         _sync(device)
         times.append(time.perf_counter() - started)
-    return times, label
-
-
-def _replicas():
-    import json as _json
-    import uuid
-
-    class ShardCache:
-        def __init__(self, data_iter, batch_size, max_bytes, device, seed, shuffle):
-            self.batch_size, self.device, self.seed, self.shuffle = (
-                batch_size,
-                device,
-                seed,
-                shuffle,
-            )
-            self.tensors = None
-
-        def epoch(self, epoch):
-            n = len(next(iter(self.tensors.values())))
-            g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-            order = torch.randperm(n, generator=g).to(self.device)
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
-                yield {k: v[idx] for k, v in self.tensors.items()}
-
-    class _Ledger:
-        def __init__(self, directory, rank, start_step):
-            os.makedirs(directory, exist_ok=True)
-            self.path = os.path.join(directory, f"rank-{rank}.jsonl")
-            self.attempt, self.start_step = uuid.uuid4().hex[:12], start_step
-
-        def record(self, epoch, step):
-            with open(self.path, "a") as f:
-                f.write(
-                    _json.dumps(
-                        {
-                            "attempt": self.attempt,
-                            "restored_at": self.start_step,
-                            "epoch": epoch,
-                            "step": step,
-                            "pid": os.getpid(),
-                        }
-                    )
-                    + "\n"
-                )
-
-    def _make_optimizer(name, params, lr, weight_decay):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-    def _optimizer_step(model, optimizer, scheduler, clip, global_step, epoch, ledger):
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ledger.record(epoch, global_step + 1)
-        return global_step + 1
-
-    def lr_factor(step, total_steps, kind, warmup_fraction=0.0):
-        return 1.0
-
-    return ShardCache, _Ledger, _make_optimizer, _optimizer_step, lr_factor
+    return times, "rayline-loop"
 
 
 def _synth_batch(batch: dict, in_dim: int, classes: int) -> dict:
@@ -272,7 +201,8 @@ def run_ray_row(args, n: int, tmp: str) -> dict[str, Any]:
     from rayline.data.features import FittedPreprocessor
     from rayline.runtime import init_ray
     from rayline.train.loop import read_history
-    from rayline.train.trainer import loop_config, make_trainer
+    from rayline.train.spec import LoopConfig
+    from rayline.train.trainer import make_trainer
 
     init_ray(RuntimeConfig())
     try:
@@ -303,18 +233,16 @@ def run_ray_row(args, n: int, tmp: str) -> dict[str, Any]:
             cpus_per_worker=1 if args.dry_run else 4,
             metric="accuracy",
             cache_mb=2 * shard_mb + 64,
-        ).model_dump()
-        model = ModelConfig(
-            task="classification", hidden_sizes=[args.width] * args.depth
-        ).model_dump()
+        )
+        model = ModelConfig(task="classification", hidden_sizes=[args.width] * args.depth)
         storage, history_dir = os.path.join(tmp, "ray"), os.path.join(tmp, "ray", "gpu", "history")
-        lcfg = loop_config(
-            model,
-            train,
-            prep,
-            "accuracy",
-            "max",
-            n,
+        lcfg = LoopConfig(
+            model=model,
+            train=train,
+            prep_json=prep.to_json(),
+            metric="accuracy",
+            mode="max",
+            train_rows=n,
             ledger_dir=os.path.join(storage, "gpu", "ledger"),
             history_dir=history_dir,
         )

@@ -246,18 +246,10 @@ def run_rayline(
     from rayline.train.loop import read_history
     from rayline.train.trainer import build_datasets, loop_config, make_trainer
 
-    tcfg = cfg.train.model_copy(update=train)
     history_dir = f"{storage}/{name}/history"
     lcfg = loop_config(
-        cfg.model.model_dump(),
-        tcfg.model_dump(),
-        prep,
-        cfg.metric,
-        cfg.metric_mode,
-        train_rows,
-        ledger_dir=f"{storage}/{name}/ledger",
-        history_dir=history_dir,
-    )
+        cfg, prep, train_rows, ledger_dir=f"{storage}/{name}/ledger", history_dir=history_dir
+    ).with_overrides({"train": train})
     trainer = make_trainer(
         lcfg,
         build_datasets(staged_path, prep),

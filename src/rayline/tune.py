@@ -7,7 +7,6 @@ so ASHA can stop weak trials early and the best trial is chosen on the validatio
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ from rayline.data.features import FittedPreprocessor
 from rayline.errors import Interrupted, TrainingError
 from rayline.train.loop import TuneLocalSession, read_history, train_loop_per_worker
 from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
+from rayline.train.spec import LoopConfig
 from rayline.train.trainer import (
     SCORE_KEY,
     TrainResult,
@@ -228,38 +228,42 @@ def cpus_per_trial(cfg: PipelineConfig) -> float:
 
 def _trial(
     sampled: dict[str, Any],
-    base: dict[str, Any],
+    base: LoopConfig,
     staged_path: str,
     storage_path: str,
     mode: str,
     encoded: frozenset[str] = frozenset(),
     tune_checkpoints: bool = False,
 ) -> None:
-    """The Tune function trainable: one distributed training run with sampled values."""
+    """The Tune function trainable: one distributed training run with sampled values.
+
+    ``base`` is the sweep's loop config; the trial's own applies the sampled values to it
+    (validated as the config sections are).
+    """
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     started_at = time.time()
-    loop_cfg = copy.deepcopy(base)
-    loop_cfg["started_at"] = started_at
-    values = decode_sampled(sampled, set(encoded))
-    for section in ("train", "model"):
-        loop_cfg[section].update(values[section])
-    prep = FittedPreprocessor.from_json(loop_cfg["prep"])
     trial_id = ray.tune.get_context().get_trial_id()
-    loop_cfg["trial_id"] = trial_id
+    loop_cfg = base.with_overrides(
+        decode_sampled(sampled, set(encoded)), started_at=started_at, trial_id=trial_id
+    )
+    prep = loop_cfg.preprocessor()
     datasets = build_datasets(staged_path, prep)
-    if loop_cfg["train"].get("local_mode"):
+    if loop_cfg.train.local_mode:
         # In-process: the loop runs in this trial's process and reports to Tune itself,
         # with its checkpoint (Tune stores it with the trial: a restored sweep and PBT
         # continue from it); a copy under the trial's run directory is what the pipeline
         # picks the best from. Not through Ray Train's local mode: Ray Train refuses its
         # ray.train.* calls inside a Tune trial.
-        loop_cfg["checkpoint_dir"] = f"{storage_path}/trial-{trial_id}/checkpoints"
-        # Tune rewrites a restored trial's result files; the per-epoch files keep its lineage.
-        loop_cfg["history_dir"] = f"{storage_path}/trial-{trial_id}/history"
+        loop_cfg = loop_cfg.with_overrides(
+            checkpoint_dir=f"{storage_path}/trial-{trial_id}/checkpoints",
+            # Tune rewrites a restored trial's result files; the per-epoch files keep its
+            # lineage.
+            history_dir=f"{storage_path}/trial-{trial_id}/history",
+        )
         session = TuneLocalSession(
-            datasets, use_gpu=bool(loop_cfg["train"]["use_gpu"]), checkpoints=tune_checkpoints
+            datasets, use_gpu=loop_cfg.train.use_gpu, checkpoints=tune_checkpoints
         )
         try:
             train_loop_per_worker(loop_cfg, session=session)
@@ -279,9 +283,7 @@ def _trial(
     try:
         trainer.fit()
     except Exception as exc:  # Ray's wrapped worker/controller errors: one line for the table
-        raise TrainingError(
-            f"trial {trial_id}: {describe_failure(exc, loop_cfg['train'])}"
-        ) from None
+        raise TrainingError(f"trial {trial_id}: {describe_failure(exc, loop_cfg.train)}") from None
 
 
 def _flatten(sampled: dict[str, Any]) -> dict[str, Any]:
@@ -307,9 +309,7 @@ def run_tune(
     from ray import tune
 
     mode = cfg.metric_mode
-    base = loop_config(
-        cfg.model.model_dump(), cfg.train.model_dump(), prep, cfg.metric, mode, train_rows
-    )
+    base = loop_config(cfg, prep, train_rows)
     encoded = encoded_keys(cfg)
     total = num_trials(cfg)
     fits = default_concurrency(cfg, cluster_cpus, cluster_gpus)
@@ -423,9 +423,7 @@ def run_tune(
             )
         )
         if top and (best is None or sign * top[SCORE_KEY] > sign * best[0]):
-            params = copy.deepcopy({"model": base["model"], "train": base["train"]})
-            for s in ("train", "model"):
-                params[s].update(sampled[s])
+            params = base.with_overrides(sampled).params()
             best = (
                 top[SCORE_KEY],
                 TrainResult(

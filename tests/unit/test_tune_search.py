@@ -176,3 +176,35 @@ def test_gpu_sweeps_fit_their_trials_to_the_gpus():
     cfg = validate_config(copy.deepcopy(raw))
     assert default_concurrency(cfg, 64.0, 1.0) == 4  # four in-process trials per GPU
     assert default_concurrency(cfg, 4.0, 1.0) == 3  # ... but CPUs (one for Ray Data) bind first
+
+
+def test_a_trial_loop_config_is_the_sweep_one_with_its_sampled_values():
+    import pickle
+
+    from pydantic import ValidationError
+
+    from rayline.data.features import FittedPreprocessor
+    from rayline.train.trainer import loop_config
+    from rayline.tune import decode_sampled, encoded_keys
+
+    space = {"train.lr": [0.01, 0.1], "model.hidden_sizes": [[16], [8, 8]]}
+    cfg = _cfg(search="optuna", search_space=space)
+    prep = FittedPreprocessor(
+        task="classification",
+        target="y",
+        classes=[0, 1],
+        numeric=[{"name": "a", "mean": 0.0, "std": 1.0, "fill": 0.0}],
+        categorical=[],
+    )
+    base = loop_config(cfg, prep, 100)
+    assert base.train == cfg.train and base.model == cfg.model and base.train is not cfg.train
+    assert (base.metric, base.mode, base.train_rows) == (cfg.metric, cfg.metric_mode, 100)
+    sampled = {"train": {"lr": 0.1}, "model": {"hidden_sizes": "[8, 8]"}}  # Optuna's JSON
+    trial = base.with_overrides(decode_sampled(sampled, encoded_keys(cfg)), trial_id="t1")
+    assert (trial.train.lr, trial.model.hidden_sizes, trial.trial_id) == (0.1, [8, 8], "t1")
+    assert trial.train.epochs == cfg.train.epochs  # everything else: the config's
+    assert base.train.lr == cfg.train.lr  # the sweep's own is untouched
+    assert pickle.loads(pickle.dumps(trial)) == trial  # what Ray ships to the workers
+    assert trial.params()["train"] == {**cfg.train.model_dump(), "lr": 0.1}
+    with pytest.raises(ValidationError):
+        base.with_overrides({"train": {"batch_size": 0}})

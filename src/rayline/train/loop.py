@@ -15,18 +15,22 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from rayline.data.features import FittedPreprocessor
 from rayline.metrics import compute_metrics
 from rayline.train import checkpoints
 from rayline.train.models import build_model
 from rayline.train.schedules import lr_factor
+from rayline.train.spec import LoopConfig
+
+if TYPE_CHECKING:
+    from rayline.data.features import FittedPreprocessor
 
 WEIGHTS_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
@@ -138,7 +142,8 @@ class ShardCache:
             yield {k: v[idx] for k, v in self.tensors.items()}
 
 
-def _evaluate(model: nn.Module, batches, prep: FittedPreprocessor) -> dict[str, float]:
+def evaluate(model: nn.Module, batches, prep: FittedPreprocessor) -> dict[str, float]:
+    """Metrics of ``model`` over ``batches`` (decoded to the target's units), in eval mode."""
     model.eval()
     outs, ys = [], []
     with torch.no_grad():
@@ -230,53 +235,217 @@ class TuneLocalSession:
         ray.tune.report(metrics, checkpoint=ckpt)
 
 
-def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> None:
-    """Train one DDP rank. ``config`` carries plain data only (it crosses process boundaries).
+@dataclass
+class StepParts:
+    """What a training step touches: the model, its optimizer and LR schedule, and the loss.
 
-    Keys: ``model`` (ModelConfig as a dict), ``train`` (TrainConfig as a dict), ``prep``
-    (the fitted preprocessor as JSON), ``metric`` and ``mode`` (the validation metric and
-    its direction), ``train_rows`` (rows in the train split, to size LR schedules) and
-    optionally ``ledger_dir`` (where each rank records the steps it trained).
+    Attributes:
+        regression: The model's single output is squeezed before the loss (MSE).
+        accum: Micro-batches per optimizer step (``train.grad_accum_steps``).
+        clip: Global gradient-norm clip (``train.grad_clip_norm``), None for none.
+        use_bf16: bf16 autocast around forward and loss (CUDA only).
+        device_type: The model's device type (``"cuda"`` or ``"cpu"``), for autocast.
     """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: nn.Module
+    regression: bool
+    accum: int
+    clip: float | None
+    use_bf16: bool
+    device_type: str
+
+
+def train_step(parts: StepParts, batch: dict[str, torch.Tensor], last_micro: bool) -> float:
+    """One micro-batch: forward (bf16 autocast when asked), loss, backward of ``loss / accum``.
+
+    Gradients are all-reduced only on the micro-batch that steps the optimizer
+    (``last_micro``); syncing every micro-batch would multiply the communication by
+    ``accum``. Returns the batch's summed loss (mean loss x rows): one device sync.
+    """
+    model, x, y = parts.model, batch["x"], batch["y"]
+    sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
+    with (
+        sync,
+        torch.autocast(device_type=parts.device_type, dtype=torch.bfloat16, enabled=parts.use_bf16),
+    ):
+        out = model(x)
+        loss = parts.loss_fn(out.squeeze(-1).float() if parts.regression else out.float(), y)
+        (loss / parts.accum).backward()
+    return loss.item() * len(y)
+
+
+def optimizer_step(parts: StepParts, global_step: int, epoch: int, ledger: _Ledger) -> int:
+    """Clip, step, schedule, zero; record the new global step in the ledger and return it."""
+    if parts.clip:
+        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), float(parts.clip))
+    parts.optimizer.step()
+    parts.scheduler.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+    global_step += 1
+    ledger.record(epoch, global_step)
+    return global_step
+
+
+def train_epoch(
+    parts: StepParts,
+    batches,
+    epoch: int,
+    global_step: int,
+    ledger: _Ledger,
+    *,
+    history_dir: str | None,
+    log_every: int | None,
+    world: int,
+) -> tuple[torch.Tensor, int]:
+    """One epoch of :func:`train_step` over ``batches``, an :func:`optimizer_step` every
+    ``accum`` micro-batches (and one more for a leftover), step metrics every ``log_every``.
+
+    Returns ``[summed loss, rows]`` (float64, this rank's) and the new global step.
+    """
+    parts.model.train()
+    loss_sum = torch.zeros(2, dtype=torch.float64)
+    micro = 0
+    window = [0.0, 0, time.perf_counter()]  # loss sum, rows, start of the logging window
+    parts.optimizer.zero_grad(set_to_none=True)
+    for batch in batches:
+        micro += 1
+        last_micro = micro % parts.accum == 0
+        batch_loss = train_step(parts, batch, last_micro)
+        rows = len(batch["y"])
+        loss_sum += torch.tensor([batch_loss, rows], dtype=torch.float64)
+        window[0] += batch_loss
+        window[1] += rows
+        if last_micro:
+            global_step = optimizer_step(parts, global_step, epoch, ledger)
+            window = _log_step(
+                history_dir, log_every, global_step, epoch, window, world, parts.optimizer
+            )
+    if micro % parts.accum:
+        # Leftover micro-batches at the end of the epoch still make one (smaller) step;
+        # their gradients were not synced yet, so sync them by a plain all-reduce.
+        _sync_grads(parts.model)
+        global_step = optimizer_step(parts, global_step, epoch, ledger)
+        _log_step(history_dir, log_every, global_step, epoch, window, world, parts.optimizer)
+    return loss_sum, global_step
+
+
+def validate(model: nn.Module, batches, prep: FittedPreprocessor, rank: int) -> dict[str, float]:
+    """The validation pass: rank 0 scores the whole (unsplit) val split with :func:`evaluate`;
+    the numbers are broadcast so that every rank reports the same dict and takes the same
+    decisions. Other ranks never iterate ``batches``."""
+    val = [evaluate(model, batches, prep) if rank == 0 else None]
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast_object_list(val, src=0)
+    return val[0] or {}
+
+
+def save_checkpoint(
+    directory: str,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    *,
+    epoch: int,
+    global_step: int,
+    best_score: float,
+    stale_epochs: int,
+    trial_id: str | None,
+) -> str:
+    """Write a complete checkpoint to ``directory``; return the weights' sha256.
+
+    The weights (``model.pt``), the training state to resume from (``train_state.pt``:
+    optimizer, scheduler, counters, RNG states) and, last, the ``COMPLETE`` marker: a
+    checkpoint without it was cut off mid-write (:func:`_restore` refuses it).
+    """
+    weights = os.path.join(directory, WEIGHTS_FILE)
+    torch.save(_unwrap(model).state_dict(), weights)
+    digest = _sha256(weights)
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "global_step": global_step,
+            "best_score": best_score,
+            "stale_epochs": stale_epochs,
+            "rng": rng_state(),
+        },
+        os.path.join(directory, STATE_FILE),
+    )
+    with open(os.path.join(directory, COMPLETE_FILE), "w") as f:
+        json.dump(
+            {
+                "epoch": epoch,
+                "global_step": global_step,
+                "trial_id": trial_id,
+                "weights_sha256": digest,
+            },
+            f,
+        )
+    return digest
+
+
+#: The key of Ray Train's ``train_loop_config`` dict that carries the :class:`LoopConfig`
+#: (Ray Train's run-state tracking validates ``train_loop_config`` as a dict).
+RAY_CONFIG_KEY = "loop"
+
+
+def ray_train_loop(config: dict[str, LoopConfig]) -> None:
+    """Ray Train's per-worker entry point: :func:`train_loop_per_worker` on the LoopConfig
+    that :func:`rayline.train.trainer.make_trainer` passed under :data:`RAY_CONFIG_KEY`."""
+    train_loop_per_worker(config[RAY_CONFIG_KEY])
+
+
+def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
+    """Train one DDP rank as ``spec`` says (built once on the driver; see
+    :mod:`rayline.train.spec`). ``session`` defaults to Ray Train's (:class:`RaySession`)."""
     loop_started = time.time()
-    tcfg = config["train"]
-    prep = FittedPreprocessor.from_json(config["prep"])
+    tcfg = spec.train
+    prep = spec.preprocessor()
     session = session or RaySession()
     rank, world = session.rank, session.world
-    seed = int(tcfg["seed"])
+    seed = tcfg.seed
     seed_everything(seed)
     # Ray gives each worker OMP_NUM_THREADS = its CPUs; keep torch within that share so
     # that workers on one node do not fight over cores.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
 
-    model = build_model(config["model"], prep.output_dim, prep.num_outputs, prep=prep)
+    model = build_model(spec.model.model_dump(), prep.output_dim, prep.num_outputs, prep=prep)
     model, device = session.prepare_model(model)
-    optimizer = _make_optimizer(
-        tcfg["optimizer"], model.parameters(), tcfg["lr"], tcfg["weight_decay"]
-    )
-    accum = int(tcfg.get("grad_accum_steps", 1))
-    batch_size = int(tcfg["batch_size"])
-    epochs = int(tcfg["epochs"])
-    rows_per_rank = math.ceil(int(config.get("train_rows") or 0) / world)
+    optimizer = _make_optimizer(tcfg.optimizer, model.parameters(), tcfg.lr, tcfg.weight_decay)
+    accum = tcfg.grad_accum_steps
+    batch_size = tcfg.batch_size
+    epochs = tcfg.epochs
+    rows_per_rank = math.ceil(spec.train_rows / world)
     steps_per_epoch = max(1, math.ceil(math.ceil(rows_per_rank / batch_size) / accum))
     total_steps = epochs * steps_per_epoch
-    schedule, warmup = tcfg.get("lr_schedule", "constant"), float(tcfg.get("warmup_fraction", 0.0))
+    schedule, warmup = tcfg.lr_schedule, float(tcfg.warmup_fraction)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, schedule, warmup)
     )
-    use_bf16 = device.type == "cuda" and tcfg.get("precision", "auto") in ("auto", "bf16")
-    loss_fn = nn.CrossEntropyLoss() if prep.task == "classification" else nn.MSELoss()
-    metric, mode = config["metric"], config.get("mode", "min")
+    parts = StepParts(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=nn.CrossEntropyLoss() if prep.task == "classification" else nn.MSELoss(),
+        regression=prep.task == "regression",
+        accum=accum,
+        clip=tcfg.grad_clip_norm,
+        use_bf16=device.type == "cuda" and tcfg.precision in ("auto", "bf16"),
+        device_type=device.type,
+    )
+    metric, mode = spec.metric, spec.mode
     sign = 1.0 if mode == "max" else -1.0
-    patience = tcfg.get("early_stopping_patience")
-    clip = tcfg.get("grad_clip_norm")
-    log_every = tcfg.get("log_every_n_steps")
+    patience = tcfg.early_stopping_patience
 
     start_epoch, global_step = 0, 0
     best_score, stale_epochs = -math.inf, 0
-    local = bool(tcfg.get("local_mode"))
+    local = tcfg.local_mode
     restored: dict[str, Any] = {}
-    with _restore_source(session, local, config.get("checkpoint_dir")) as d:
+    with _restore_source(session, local, spec.checkpoint_dir) as d:
         if d is not None:
             # A restarted worker group (or a resumed run, or a PBT trial that copies a
             # stronger one) continues exactly where that checkpoint left off.
@@ -288,65 +457,35 @@ def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> None:
         set_rng_state(state["rng"])
         # The config's rates win over the checkpoint's: the same on a plain resume, the
         # perturbed values when PBT had this trial copy another.
-        base_lr = float(tcfg["lr"])
+        base_lr = float(tcfg.lr)
         scheduler.base_lrs = [base_lr for _ in optimizer.param_groups]
         for group in optimizer.param_groups:
             group["initial_lr"] = base_lr
             group["lr"] = base_lr * lr_factor(scheduler.last_epoch, total_steps, schedule, warmup)
-            group["weight_decay"] = float(tcfg["weight_decay"])
+            group["weight_decay"] = float(tcfg.weight_decay)
 
-    ledger = _Ledger(config.get("ledger_dir"), rank, global_step)
-    cache_bytes = int(tcfg["cache_mb"] * 2**20)
+    ledger = _Ledger(spec.ledger_dir, rank, global_step)
+    cache_bytes = int(tcfg.cache_mb * 2**20)
     train_data = ShardCache(
         session.dataset("train"), batch_size, cache_bytes, device, seed, shuffle=True
     )
     val_data = ShardCache(
         session.dataset("val"), batch_size, cache_bytes, device, seed, shuffle=False
     )
-    history_dir = config.get("history_dir") if rank == 0 else None
+    history_dir = spec.history_dir if rank == 0 else None
 
     for epoch in range(start_epoch, epochs):
-        model.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64)
         started = time.perf_counter()
-        micro = 0
-        window = [0.0, 0, time.perf_counter()]  # loss sum, rows, start of the logging window
-        optimizer.zero_grad(set_to_none=True)
-        for batch in train_data.epoch(epoch):
-            x, y = batch["x"], batch["y"]
-            micro += 1
-            last_micro = micro % accum == 0
-            # Gradients are all-reduced only on the micro-step that steps the optimizer;
-            # syncing every micro-batch would multiply the communication by `accum`.
-            sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
-            with (
-                sync,
-                torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16),
-            ):
-                out = model(x)
-                loss = loss_fn(
-                    out.squeeze(-1).float() if prep.task == "regression" else out.float(), y
-                )
-                (loss / accum).backward()
-            batch_loss = loss.item() * len(y)  # one device sync per micro-batch
-            loss_sum += torch.tensor([batch_loss, len(y)], dtype=torch.float64)
-            window[0] += batch_loss
-            window[1] += len(y)
-            if last_micro:
-                global_step = _optimizer_step(
-                    model, optimizer, scheduler, clip, global_step, epoch, ledger
-                )
-                window = _log_step(
-                    history_dir, log_every, global_step, epoch, window, world, optimizer
-                )
-        if micro % accum:
-            # Leftover micro-batches at the end of the epoch still make one (smaller) step;
-            # their gradients were not synced yet, so sync them by a plain all-reduce.
-            _sync_grads(model)
-            global_step = _optimizer_step(
-                model, optimizer, scheduler, clip, global_step, epoch, ledger
-            )
-            window = _log_step(history_dir, log_every, global_step, epoch, window, world, optimizer)
+        loss_sum, global_step = train_epoch(
+            parts,
+            train_data.epoch(epoch),
+            epoch,
+            global_step,
+            ledger,
+            history_dir=history_dir,
+            log_every=tcfg.log_every_n_steps,
+            world=world,
+        )
         elapsed = time.perf_counter() - started
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(loss_sum)
@@ -358,18 +497,14 @@ def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> None:
             "samples_per_s": float(loss_sum[1] / elapsed) if elapsed > 0 else 0.0,
             "lr": float(optimizer.param_groups[0]["lr"]),
         }
-        # Validation runs on rank 0 over the whole (unsplit) val split; the numbers are then
-        # broadcast so that every rank reports the same dict and takes the same decisions.
-        val = [_evaluate(model, val_data.epoch(epoch), prep) if rank == 0 else None]
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast_object_list(val, src=0)
-        metrics.update({f"val_{k}": v for k, v in (val[0] or {}).items()})
+        val = validate(model, val_data.epoch(epoch), prep, rank)
+        metrics.update({f"val_{k}": v for k, v in val.items()})
         metrics["val_metric"] = metrics.get(f"val_{metric}", float("nan"))
         # Wall-clock marks (benchmarks/hpo.py: time to target, per-trial start-up).
         now = time.time()
         metrics["epoch_s"] = time.perf_counter() - started
         metrics["wall_time"] = now
-        metrics["since_start_s"] = now - float(config.get("started_at") or loop_started)
+        metrics["since_start_s"] = now - float(spec.started_at or loop_started)
         score = sign * metrics["val_metric"]
         if score > best_score:
             best_score, stale_epochs = score, 0
@@ -384,43 +519,29 @@ def train_loop_per_worker(config: dict[str, Any], session: Any = None) -> None:
             restored = {}
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                torch.save(_unwrap(model).state_dict(), os.path.join(tmp, WEIGHTS_FILE))
-                metrics["weights_sha256"] = _sha256(os.path.join(tmp, WEIGHTS_FILE))
-                torch.save(
-                    {
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "epoch": epoch,
-                        "global_step": global_step,
-                        "best_score": best_score,
-                        "stale_epochs": stale_epochs,
-                        "rng": rng_state(),
-                    },
-                    os.path.join(tmp, STATE_FILE),
+                metrics["weights_sha256"] = save_checkpoint(
+                    tmp,
+                    model,
+                    optimizer,
+                    scheduler,
+                    epoch=epoch,
+                    global_step=global_step,
+                    best_score=best_score,
+                    stale_epochs=stale_epochs,
+                    trial_id=spec.trial_id,
                 )
-                # Written last: a checkpoint without it was cut off mid-write.
-                with open(os.path.join(tmp, COMPLETE_FILE), "w") as f:
-                    json.dump(
-                        {
-                            "epoch": epoch,
-                            "global_step": global_step,
-                            "trial_id": config.get("trial_id"),
-                            "weights_sha256": metrics["weights_sha256"],
-                        },
-                        f,
-                    )
-            if local and config.get("checkpoint_dir"):
+            if local and spec.checkpoint_dir:
                 # Local mode keeps nothing itself: rayline keeps the checkpoints.
                 metrics["checkpoint_path"] = checkpoints.persist(
                     tmp,
-                    config["checkpoint_dir"],
+                    spec.checkpoint_dir,
                     int(metrics["epoch"]),
                     metrics,
-                    int(tcfg.get("keep_checkpoints", 1)),
+                    tcfg.keep_checkpoints,
                     mode,
                 )
-            if rank == 0 and config.get("history_dir"):
-                write_history_row(config["history_dir"], metrics)
+            if rank == 0 and spec.history_dir:
+                write_history_row(spec.history_dir, metrics)
             session.report(metrics, tmp if rank == 0 else None)
         if stop:
             break
@@ -474,11 +595,9 @@ def _restore(d: str, model: nn.Module, optimizer, scheduler) -> dict[str, Any]:
 
 
 def _fs(uri: str):
-    import pyarrow.fs as pafs
+    from rayline.paths import filesystem
 
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+    return filesystem(uri)
 
 
 def write_history_row(directory: str, metrics: dict[str, Any]) -> None:
@@ -514,20 +633,6 @@ def read_history(directory: str, prefix: str = "epoch-") -> list[dict[str, Any]]
             with fs.open_input_stream(info.path) as f:
                 rows.append(json.loads(f.read()))
     return rows
-
-
-def _optimizer_step(
-    model: nn.Module, optimizer, scheduler, clip: float | None, global_step: int, epoch: int, ledger
-) -> int:
-    """Clip, step, schedule, zero; record the new global step in the ledger and return it."""
-    if clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    global_step += 1
-    ledger.record(epoch, global_step)
-    return global_step
 
 
 def _log_step(
