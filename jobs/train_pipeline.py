@@ -12,7 +12,8 @@ import sys
 
 from rayline.config import load_config
 from rayline.errors import RaylineError
-from rayline.pipeline import format_summary, run_pipeline
+from rayline.pipeline import run_pipeline
+from rayline.summary import format_summary
 
 
 def main(argv: list[str] | None = None) -> int:

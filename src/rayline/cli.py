@@ -77,7 +77,7 @@ def _user_errors(verbose: bool = False) -> Iterator[None]:
 
 
 def _stage_line(timing) -> None:
-    typer.echo(f"[rayline] {timing.name:<15} {timing.seconds:6.1f}s  {timing.summary}", err=True)
+    typer.echo(f"[rayline] {timing.name:<15} {timing.seconds:6.1f}s  {timing.label}", err=True)
 
 
 @app.command()
@@ -88,16 +88,27 @@ def run(
         bool, typer.Option("--fail-on-reject", help="Exit 3 when the gate rejects the model.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Compute every stage; reuse nothing from other runs."),
+    ] = False,
 ) -> None:
-    """Run the whole pipeline and register the model; the champion moves only if the gate passes."""
+    """Run the whole pipeline and register the model; the champion moves only if the gate passes.
+
+    Stages whose inputs match an earlier run's are reused from the cache; a failed or killed
+    run run again with the same runtime.run_name resumes at the stage that did not finish.
+    """
     from rayline.config import load_config
-    from rayline.pipeline import format_summary, run_pipeline
+    from rayline.pipeline import run_pipeline
+    from rayline.summary import format_summary
 
     _setup_logging(verbose)
     with _user_errors(verbose):
         cfg = load_config(config, overrides or [])
         if verbose:
             cfg.runtime.log_to_driver = True
+        if no_cache:
+            cfg.runtime.cache = False
         logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
         result = run_pipeline(cfg, on_stage=_stage_line)
     typer.echo(format_summary(result, cfg.registry.alias))
@@ -198,6 +209,84 @@ def data_synth(
         if config:
             Path(config).write_text(config_yaml(str(Path(out)), cols))
     typer.echo(f"wrote {rows} rows x {cols} features in {len(paths)} file(s) to {out}")
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The stage cache under <storage>/cache.")
+runs_app = typer.Typer(no_args_is_help=True, help="Runs under <storage>/runs.")
+app.add_typer(cache_app, name="cache")
+app.add_typer(runs_app, name="runs")
+OlderThan = Annotated[
+    str, typer.Option("--older-than", help="Age, e.g. 7d, 12h, 30m: what was last used before.")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would go; delete nothing.")]
+
+
+@cache_app.command("list")
+def cache_list(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Every complete cache entry: stage, key, size, age, the run that made it, runs using it."""
+    from rayline import housekeeping
+
+    with _user_errors():
+        typer.echo(housekeeping.cache_table(_load(config, overrides)))
+
+
+@cache_app.command("prune")
+def cache_prune(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    older_than: OlderThan = "7d",
+    dry_run: DryRun = False,
+) -> None:
+    """Delete cache entries not used for --older-than."""
+    from rayline import housekeeping
+
+    with _user_errors():
+        typer.echo(housekeeping.prune_cache(_load(config, overrides), older_than, dry_run))
+
+
+@runs_app.command("list")
+def runs_list(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Runs: name, started, status per stage, model version, gate decision."""
+    from rayline import housekeeping
+
+    with _user_errors():
+        typer.echo(housekeeping.runs_table(_load(config, overrides)))
+
+
+@runs_app.command("show")
+def runs_show(
+    name: Annotated[str, typer.Argument(help="The run's name (runtime.run_name).")],
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+) -> None:
+    """One run's record: each stage's status, time, cache key and origin; its summary."""
+    from rayline import housekeeping
+
+    with _user_errors():
+        typer.echo(housekeeping.show_run(_load(config, overrides), name))
+
+
+@runs_app.command("prune")
+def runs_prune(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    older_than: OlderThan = "7d",
+    dry_run: DryRun = False,
+) -> None:
+    """Delete run directories (staged data, checkpoints) not updated for --older-than.
+
+    A run that a registered model version names (tag rayline.run_name) is always kept.
+    """
+    from rayline import housekeeping
+
+    with _user_errors():
+        typer.echo(housekeeping.prune_runs(_load(config, overrides), older_than, dry_run))
+
+
+def _load(config: str, overrides: list[str] | None):
+    from rayline.config import load_config
+
+    return load_config(config, overrides or [])
 
 
 def main() -> None:

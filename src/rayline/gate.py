@@ -1,15 +1,16 @@
 """The promotion gate: may a newly trained model (the challenger) replace the champion?
 
-A pure function of metrics and policy, with no MLflow and no Ray, so the decision can be
-tested exhaustively and explained line by line. The caller looks up the champion, scores
-it on the same test split as the challenger, and acts on the returned decision.
+A pure function of metrics, policy and what the run found out (whether the champion could
+be scored, the drift report), with no MLflow and no Ray, so the decision can be tested
+exhaustively and explained line by line. The caller looks up the champion, scores it on
+the same test split as the challenger, and acts on the returned decision.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rayline.config import GateConfig
 from rayline.metrics import METRICS
@@ -57,11 +58,22 @@ class GateDecision:
         }
 
 
+class DriftFindings(Protocol):
+    """What the gate reads of a drift report (:class:`rayline.data.drift.DriftReport`)."""
+
+    failed: list[str]
+
+    def reasons(self) -> list[str]: ...
+
+
 def decide(
     challenger: dict[str, float],
     champion: dict[str, float] | None,
     policy: GateConfig,
     compare_metric: str,
+    champion_error: str | None = None,
+    champion_label: str = "the champion",
+    drift: DriftFindings | None = None,
 ) -> GateDecision:
     """Decide whether the challenger may become the champion.
 
@@ -72,13 +84,22 @@ def decide(
     does not churn the champion. If the champion lacks ``compare_metric`` (or it is NaN),
     the comparison is skipped and the thresholds alone decide.
 
+    Two findings of the run fail the gate as well. A champion that exists but could not be
+    scored on this test split (``champion_error``, e.g. it reads columns the data no longer
+    has) fails it: without a comparison on the same rows the challenger has not proven
+    itself. Drift that the config marks ``fail`` fails it; drift at ``warn`` only adds its
+    reason lines.
+
     Args:
         challenger: The new model's test metrics, metric name -> value.
         champion: The current champion's metrics on the same test split, or None when no
-            model holds the champion alias yet.
+            model holds the champion alias yet (or it could not be scored).
         policy: The gate section of the pipeline config.
         compare_metric: The metric for the champion comparison (usually
             ``PipelineConfig.compare_metric``).
+        champion_error: Why the existing champion could not be scored, or None.
+        champion_label: How reason lines name the champion (its model URI).
+        drift: The drift report against the champion's training data, or None.
 
     Returns:
         The decision, with one reason line per check.
@@ -108,6 +129,18 @@ def decide(
         )
         passed &= ok
         reasons.append(line)
+
+    if champion_error is not None:
+        passed = False
+        reasons.append(
+            f"champion {champion_label} could not be scored on this test split "
+            f"({champion_error[:200]}): {FAIL}; promote by hand if the change of inputs is "
+            "intended"
+        )
+    if drift is not None:
+        # Drift the config marks `fail` rejects the challenger; `warn` is recorded.
+        passed &= not drift.failed
+        reasons.extend(drift.reasons())
 
     return GateDecision(
         passed=passed,

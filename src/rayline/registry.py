@@ -231,6 +231,11 @@ class Registry:
                 self.client.set_tag(rid, "rayline.error", t.error[:5000])
             self.client.set_terminated(rid, status="FAILED" if t.error else "FINISHED")
 
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Tag the active (parent) run."""
+        if tags:
+            mlflow.set_tags({_safe_key(k): _param_text(v) for k, v in tags.items()})
+
     def log_json(self, data: Any, name: str) -> None:
         """Log ``data`` as a JSON artifact named ``name``."""
         mlflow.log_dict(data, name)
@@ -297,6 +302,17 @@ class Registry:
         """Tag a model version (e.g. with the gate decision)."""
         for k, v in tags.items():
             self.client.set_model_version_tag(name, version, k, _param_text(v))
+
+    def referenced_runs(self) -> set[str]:
+        """Names of the pipeline runs that registered model versions were made by."""
+        names: set[str] = set()
+        token = None
+        while True:
+            page = self.client.search_model_versions(max_results=1000, page_token=token)
+            names |= {v.tags["rayline.run_name"] for v in page if "rayline.run_name" in v.tags}
+            token = page.token
+            if not token:
+                return names
 
     def champion(self, name: str) -> tuple[str, str] | None:
         """``(version, uri)`` of the model holding the configured alias, or None."""
