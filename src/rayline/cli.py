@@ -92,6 +92,12 @@ def run(
         bool,
         typer.Option("--no-cache", help="Compute every stage; reuse nothing from other runs."),
     ] = False,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", help="Stop after this stage (e.g. features); a rerun goes on from there."
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pipeline and register the model; the champion moves only if the gate passes.
 
@@ -110,7 +116,7 @@ def run(
         if no_cache:
             cfg.runtime.cache = False
         logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
-        result = run_pipeline(cfg, on_stage=_stage_line)
+        result = run_pipeline(cfg, on_stage=_stage_line, until=until)
     typer.echo(format_summary(result, cfg.registry.alias))
     if fail_on_reject and result.gate and not result.gate["passed"]:
         raise typer.Exit(code=3)

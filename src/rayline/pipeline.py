@@ -29,7 +29,7 @@ from typing import Any
 from rayline.cache import code_hash, stage_key, user_code_hash
 from rayline.config import PipelineConfig
 from rayline.data.stage import DataReport
-from rayline.errors import Interrupted
+from rayline.errors import ConfigError, Interrupted
 from rayline.run import (
     PipelineResult,
     Run,
@@ -69,15 +69,25 @@ def run_validation(
 
 
 def run_pipeline(
-    cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | None = None
+    cfg: PipelineConfig,
+    on_stage: Callable[[StageTiming], None] | None = None,
+    until: str | None = None,
 ) -> PipelineResult:
     """Run every stage; return what was produced. The champion moves only if the gate passes.
+
+    Args:
+        cfg: The resolved config.
+        on_stage: Called with each finished stage's timing.
+        until: Stop after this stage (``rayline run --until features``); the run is
+            recorded as ``partial``, and running it again under the same name goes on
+            from the next stage.
 
     Raises:
         RaylineError: a subclass naming what failed (config, data, cluster, training, MLflow).
     """
     from rayline.registry import flatten
 
+    stages = _stages_until(cfg, until)
     run = Run(cfg, on_stage)
     run.claim()
     if (run.previous or {}).get("status") == "done":
@@ -101,18 +111,31 @@ def run_pipeline(
         run.lineage["ray_job_id"] = _ray_job_id()
         registry.log_params(flatten(cfg.to_dict()))
         registry.log_json(cfg.to_dict(), "config/resolved_config.json")
-        run_stages(run, PIPELINE)
+        run_stages(run, stages)
         registry.set_tags(_stage_tags(run.result.stages))
         run.write_json(RESULT_FILE, run.result.to_dict())
         registry.log_json(run.result.to_dict(), f"reports/{RESULT_FILE}")
     write_text(f"{run.dir}/{RESULT_FILE}", json.dumps(run.result.to_dict(), default=str))
     run.save(
-        status="done",
+        status="done" if until is None else "partial",
         finished_at=now(),
         model_version=run.result.model_version,
         gate="passed" if (run.result.gate or {}).get("passed") else "rejected",
     )
     return run.result
+
+
+def _stages_until(cfg: PipelineConfig, until: str | None) -> list[Stage]:
+    """The pipeline's enabled stages, up to and including ``until``."""
+    stages = [s for s in PIPELINE if s.enabled(cfg)]
+    if until is None:
+        return stages
+    names = [s.name for s in stages]
+    if until not in names:
+        raise ConfigError(
+            [f"--until: no stage '{until}' in this pipeline; choose one of {', '.join(names)}"]
+        )
+    return stages[: names.index(until) + 1]
 
 
 def _setup(run: Run) -> None:

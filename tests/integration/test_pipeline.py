@@ -16,6 +16,7 @@ from rayline.data.split import SPLIT_COL
 from rayline.errors import ConfigError, DataValidationError
 from rayline.metrics import compute_metrics
 from rayline.pipeline import run_pipeline
+from rayline.run import read_record
 
 from .conftest import base_config, make_table, write_parts
 
@@ -174,7 +175,9 @@ def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     )
 
 
-def test_rerun_with_the_same_run_name_resumes_and_refuses_a_changed_config(workspace, ray_session):
+def test_rerun_with_the_same_run_name_resumes_and_refuses_a_changed_config(
+    workspace, ray_session, first_run
+):
     cfg = _cfg(
         workspace,
         train={"epochs": 2, "num_workers": 1, "metric": "log_loss"},
@@ -182,19 +185,40 @@ def test_rerun_with_the_same_run_name_resumes_and_refuses_a_changed_config(works
         runtime={"run_name": "resumable"},
     )
     first = run_pipeline(cfg)
-    again = run_pipeline(cfg)  # same config, same run name: resumes
-    stage_times = {s.name: s.seconds for s in again.stages}
+    # The staged data of earlier runs on the same data and contract was reused (the run
+    # record says so), and the data report still accounts for every row.
+    record = read_record(first.run_dir)
+    assert record["status"] == "done" and record["stages"]["validate+split"]["reused"] == "cache"
+    assert (
+        first.data_report["rows_in"]
+        == first.data_report["rows_ok"] + first.data_report["rows_quarantined"]
+    )
+    # Same config, same run name, and the run had finished: nothing is run again, and
+    # no second model version is registered.
+    again = run_pipeline(cfg)
+    assert again.already_complete and again.model_version == first.model_version
     assert again.data_report["splits"] == first.data_report["splits"]
-    assert stage_times["validate+split"] < 2  # the staged data was reused, not rewritten
-    # Ray Train restored the finished run's checkpoint instead of training again.
     assert again.train["metrics"]["val_log_loss"] == pytest.approx(
         first.train["metrics"]["val_log_loss"]
     )
+    client = MlflowClient(workspace["tracking"])
+    made = [
+        v
+        for v in client.search_model_versions("name='churn'")
+        if v.tags.get("rayline.run_name") == "resumable"
+    ]
+    assert len(made) == 1
+    assert read_record(first.run_dir)["attempts"] == 2
     changed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.5})})
     with pytest.raises(ConfigError) as err:
         run_pipeline(changed)
     msg = str(err.value)
     assert "run 'resumable' already exists" in msg and "runtime.run_name" in msg
+    # Display-only keys are not part of the config: `-v` resumes a run started without it.
+    verbose = cfg.model_copy(
+        update={"runtime": cfg.runtime.model_copy(update={"log_to_driver": True})}
+    )
+    assert run_pipeline(verbose).already_complete
 
 
 def test_missing_column_names_the_file_and_column(ray_session, workspace, tmp_path):
@@ -316,3 +340,34 @@ def test_drift_marked_fail_rejects_the_challenger(first_run, workspace, tmp_path
     assert arts == {"profile/profile.json", "profile/data_profile.html"}
     page = (Path(result.run_dir) / "data_profile.html").read_text()
     assert "income" in page and "<svg" in page and "champion" in page
+
+
+def test_runs_prune_keeps_every_run_a_model_version_names(first_run, workspace):
+    """Runs last in the module: by now it holds registered runs and failed ones."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from rayline.cli import app
+
+    raw = base_config(workspace["data"], workspace["storage"])
+    raw["registry"]["tracking_uri"] = workspace["tracking"]
+    path = workspace["root"] / "prune.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    runs_root = workspace["storage"] / "runs"
+    before = {p.name for p in runs_root.iterdir()}
+    client = MlflowClient(workspace["tracking"])
+    registered = {
+        v.tags["rayline.run_name"]
+        for v in client.search_model_versions("name='churn'")
+        if "rayline.run_name" in v.tags
+    }
+    assert "first" in registered and before - registered  # both kinds are there
+    out = CliRunner().invoke(app, ["runs", "prune", str(path), "--older-than", "0s"])
+    assert out.exit_code == 0, out.output
+    after = {p.name for p in runs_root.iterdir()}
+    assert after == before & registered
+    for name in before & registered:
+        assert f"kept {name}: a registered model version names it" in out.output
+    # The champion still loads: nothing it points at was touched.
+    mlflow.set_tracking_uri(workspace["tracking"])
+    assert mlflow.pyfunc.load_model("models:/churn@champion") is not None

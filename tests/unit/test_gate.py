@@ -258,3 +258,41 @@ def test_decision_is_frozen():
     d = decide({"rmse": 1.0}, None, policy(), "rmse")
     with pytest.raises(AttributeError):
         d.passed = False  # type: ignore[misc]
+
+
+# -- what the run found: an unscorable champion, drift ---------------------------------------
+class _Drift:
+    def __init__(self, failed: list[str], lines: list[str]):
+        self.failed = failed
+        self._lines = lines
+
+    def reasons(self) -> list[str]:
+        return list(self._lines)
+
+
+def test_an_unscorable_champion_fails_the_gate_and_says_why():
+    d = decide(
+        {"accuracy": 0.99},
+        None,
+        policy({"accuracy": {"min": 0.9}}),
+        "accuracy",
+        champion_error="KeyError: 'plan'",
+        champion_label="models:/churn/3",
+    )
+    assert not d.passed
+    assert d.reasons[-1].startswith(
+        "champion models:/churn/3 could not be scored on this test split (KeyError: 'plan'): "
+        "FAIL; promote by hand"
+    )
+    assert d.reasons[0].endswith("ok")  # the thresholds were still checked and reported
+
+
+def test_drift_marked_fail_rejects_and_warn_only_reports():
+    good = {"accuracy": 0.99}
+    p = policy({"accuracy": {"min": 0.9}})
+    warn = decide(good, None, p, "accuracy", drift=_Drift([], ["drift: age psi 0.15: warn"]))
+    assert warn.passed and warn.reasons[-1] == "drift: age psi 0.15: warn"
+    fail = decide(good, None, p, "accuracy", drift=_Drift(["age"], ["drift: age psi 0.4: FAIL"]))
+    assert not fail.passed and fail.reasons[-1] == "drift: age psi 0.4: FAIL"
+    # Without findings the decision is the point comparison alone.
+    assert decide(good, None, p, "accuracy").passed
