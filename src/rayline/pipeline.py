@@ -62,7 +62,7 @@ def run_validation(
     """Ingest and validate only (``rayline validate``): the data report, nothing trained."""
     run = Run(cfg, on_stage, kind="validate")
     init_ray(cfg.runtime)
-    run.claim()
+    run.claim(resume=False)
     results = run_stages(run, VALIDATION)
     run.save(status="done", finished_at=now())
     return results["validate+split"]

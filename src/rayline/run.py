@@ -189,15 +189,16 @@ class Run:
         }
 
     # -- the resume guard and the record -----------------------------------------------------
-    def claim(self) -> None:
+    def claim(self, resume: bool = True) -> None:
         """Mark the run directory with the config hash; refuse another config under this name.
 
         A rerun with the same ``runtime.run_name`` resumes: stages that finished come from
         this run's record or the cache, training restores its latest checkpoint. That is
-        only sound for the same config.
+        only sound for the same config. With ``resume=False`` (``rayline validate``, which
+        has nothing to resume) an earlier record under the name is simply replaced.
         """
         existing = read_text(f"{self.dir}/config_hash")
-        if existing is not None and existing.strip() != self.config_hash:
+        if resume and existing is not None and existing.strip() != self.config_hash:
             raise ConfigError(
                 [
                     f"runtime.run_name: run '{self.name}' already exists at {self.dir} with a "
@@ -207,7 +208,7 @@ class Run:
                 ]
             )
         write_text(f"{self.dir}/config_hash", self.config_hash)
-        self.previous = read_record(self.dir)
+        self.previous = read_record(self.dir) if resume else None
         self.record = {
             "run_name": self.name,
             "config_hash": self.config_hash,

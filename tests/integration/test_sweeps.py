@@ -471,6 +471,13 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
     rc, out = run()
     assert rc == 0, (workspace / "killed.err").read_text()[-3000:]
     assert "trials (3):" in out
+    # The second attempt started at the sweep: staging and features were not redone.
+    assert "resumed at stage tune" in out
+    record = _json.loads((workspace / "kill-runs" / "runs" / "killed" / "run.json").read_text())
+    assert record["attempts"] == 2 and record["resumed_at"] == "tune"
+    for name in ("validate+split", "features"):
+        assert record["stages"][name]["reused"] == "cache", record["stages"][name]
+        assert record["stages"][name]["from_run"] == "killed"
     after = epochs_done()
     assert set(after) >= set(before) and len(after) == 3 and set(after.values()) == {3}
     for t in finished:  # not rerun: its epoch files were never written again
