@@ -1,8 +1,10 @@
-"""Scoring models on the test split with Ray Data batch inference.
+"""Scoring models on the test split: the challenger and the champion in one pass.
 
-The test rows are read raw and scored with :class:`rayline.inference.Predictor` inside
-``map_batches`` actors, exactly as the registered model will see them. Only the predictions
-(a few numbers per row) come back to the driver, where the pure metric functions run.
+The test rows are read raw and scored with :class:`rayline.inference.Predictor` (the
+challenger) and through MLflow (the champion), exactly as the registered model will see
+them: in the driver for a small split, else in one Ray Data ``map_batches`` actor that
+holds both models. Only the predictions come back, and the pure metric functions run on
+the driver.
 """
 
 from __future__ import annotations
@@ -43,114 +45,179 @@ class EvalReport:
         return asdict(self)
 
 
-class _ScoreWithCheckpoint:
-    """``map_batches`` actor: raw test rows -> true labels and model output."""
+#: A test split with at most this many rows is scored in the driver, in one pass: Ray
+#: Data's actor start-up (a worker importing torch and, for the champion, MLflow) costs
+#: 10-30 s on a small machine, while scoring 100k rows of a tabular model takes well under
+#: a second. Larger splits stream through Ray Data with one actor for both models.
+DRIVER_MAX_ROWS = 200_000
 
-    def __init__(self, prep_json: str, model_spec: dict[str, Any], weights: bytes):
+
+@dataclass
+class Scores:
+    """One scoring pass: the challenger's metrics and, when asked, the champion's."""
+
+    rows: int
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None = None
+    champion_error: str | None = None
+
+
+class _Scorer:
+    """Raw test rows -> true labels, the challenger's output and the champion's.
+
+    The champion (``loader(uri)``, an MLflow pyfunc) is optional, and its failure (e.g. it
+    reads columns this data lacks) is kept as a message instead of failing the pass: the
+    challenger is still scored, and the gate decides what an unscorable champion means.
+    """
+
+    def __init__(
+        self,
+        prep_json: str,
+        model_spec: dict[str, Any],
+        weights: bytes,
+        loader: Callable[[str], Any] | None = None,
+        uri: str | None = None,
+    ):
         import io
 
         import torch
 
-        prep = FittedPreprocessor.from_json(prep_json)
-        # The weights travel as bytes through the object store: the actor may run on a node
-        # that cannot see the driver's disk.
-        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-        self.predictor = Predictor(prep, model_spec, state)
-
-    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        prep = self.predictor.prep
-        return {"y": prep.true_values(batch[prep.target]), "out": self.predictor.output(batch)}
-
-
-class _ScoreWithLoader:
-    """``map_batches`` actor: score raw rows with a model from ``loader(uri)`` (e.g. MLflow)."""
-
-    def __init__(self, prep_json: str, loader: Callable[[str], Any], uri: str):
         self.prep = FittedPreprocessor.from_json(prep_json)
-        self.model = loader(uri)
+        # The weights travel as bytes: the scorer may run on a node that cannot see the
+        # driver's disk.
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        self.predictor = Predictor(self.prep, model_spec, state)
+        self.champion = None
+        self.error = None
+        if loader is not None and uri is not None:
+            try:
+                self.champion = loader(uri)
+            except Exception as exc:
+                self.error = _describe(exc)
 
     def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        frame = self.model.predict(batch[[c for c in batch.columns if c != self.prep.target]])
-        return {
+        out = {
             "y": self.prep.true_values(batch[self.prep.target]),
-            "out": output_from_frame(frame, self.prep),
+            "out": self.predictor.output(batch),
         }
+        width = out["out"].shape[1:] if out["out"].ndim > 1 else ()
+        champion = np.full((len(batch), *width), np.nan)
+        error = self.error
+        if self.champion is not None and error is None:
+            try:
+                frame = self.champion.predict(
+                    batch[[c for c in batch.columns if c != self.prep.target]]
+                )
+                champion = output_from_frame(frame, self.prep)
+            except Exception as exc:  # e.g. the champion reads columns this data lacks
+                error = _describe(exc)
+        out["champion"] = champion
+        out["champion_error"] = np.array([error or ""] * len(batch), dtype=object)
+        return out
 
 
-def _one_actor():
-    from ray.data import ActorPoolStrategy
-
-    return ActorPoolStrategy(size=1)
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
 
 
-def _collect(ds) -> tuple[np.ndarray, np.ndarray]:
-    ys, outs = [], []
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-        ys.append(batch["y"])
-        outs.append(batch["out"])
-    if not ys:
-        return np.array([]), np.array([])
-    return np.concatenate(ys), np.concatenate(outs)
+def _read_local(
+    staged_path: str, split: str = "test", columns: list[str] | None = None
+) -> pd.DataFrame:
+    """One split as one pandas frame, read with pyarrow (no Ray Data job)."""
+    import pyarrow.dataset as pads
+
+    from rayline.data.stage import split_path
+    from rayline.data.validate import REASON_COL, RULES_COL, SOURCE_COL
+    from rayline.paths import filesystem
+
+    fs, inner = filesystem(split_path(staged_path, split))
+    dataset = pads.dataset(inner, filesystem=fs, format="parquet", partitioning=None)
+    table = dataset.to_table(columns=columns)
+    drop = [c for c in (REASON_COL, RULES_COL, SOURCE_COL) if c in table.column_names]
+    return table.drop_columns(drop).to_pandas()
 
 
-def score_checkpoint(
+def score(
     staged_path: str,
     prep: FittedPreprocessor,
     model_spec: dict[str, Any],
     checkpoint_dir: str,
     batch_size: int,
-) -> tuple[int, dict[str, float]]:
-    """Test-split row count and metrics of the network in the local ``checkpoint_dir``."""
-    ds = read_split(staged_path, "test").map_batches(
-        _ScoreWithCheckpoint,
-        fn_constructor_kwargs={
-            "prep_json": prep.to_json(),
-            "model_spec": model_spec,
-            "weights": Path(checkpoint_dir, WEIGHTS_FILE).read_bytes(),
-        },
-        batch_format="pandas",
-        batch_size=batch_size,
-        compute=_one_actor(),
-        # Scoring is cheap to redo; no restarts also keeps Ray from warning about
-        # constructor arguments held in the object store.
-        max_restarts=0,
-    )
-    y, out = _collect(ds)
-    return len(y), compute_metrics(prep.task, y, out)
+    champion: tuple[Callable[[str], Any], str] | None = None,
+    test_rows: int | None = None,
+) -> Scores:
+    """Score the challenger (weights in the local ``checkpoint_dir``) and the champion.
+
+    Both models see the same raw test rows in one pass: in the driver when the split has
+    at most :data:`DRIVER_MAX_ROWS` rows (``test_rows``, from the data report), else in
+    one Ray Data actor (``map_batches``, ``batch_size`` rows per call) that holds both.
+
+    Args:
+        champion: ``(loader, uri)``: ``loader(uri)`` returns the champion's pyfunc model.
+        test_rows: The test split's row count, when known.
+    """
+    loader, uri = champion if champion is not None else (None, None)
+    kwargs = {
+        "prep_json": prep.to_json(),
+        "model_spec": model_spec,
+        "weights": Path(checkpoint_dir, WEIGHTS_FILE).read_bytes(),
+        "loader": loader,
+        "uri": uri,
+    }
+    if test_rows is not None and test_rows <= DRIVER_MAX_ROWS:
+        frame = _read_local(staged_path)
+        scorer = _Scorer(**kwargs)
+        parts = [scorer(frame.iloc[i : i + batch_size]) for i in range(0, len(frame), batch_size)]
+    else:
+        from ray.data import ActorPoolStrategy
+
+        ds = read_split(staged_path, "test").map_batches(
+            _Scorer,
+            fn_constructor_kwargs=kwargs,
+            batch_format="pandas",
+            batch_size=batch_size,
+            compute=ActorPoolStrategy(size=1),
+        )
+        parts = list(ds.iter_batches(batch_format="numpy", batch_size=None))
+    if not parts:
+        return Scores(0, compute_metrics(prep.task, np.array([]), np.array([])))
+    y = np.concatenate([p["y"] for p in parts])
+    out = np.concatenate([p["out"] for p in parts])
+    result = Scores(len(y), compute_metrics(prep.task, y, out))
+    if champion is not None:
+        errors = [e for p in parts for e in p["champion_error"] if e]
+        if errors:
+            result.champion_error = str(errors[0])
+        else:
+            result.champion_metrics = compute_metrics(
+                prep.task, y, np.concatenate([p["champion"] for p in parts])
+            )
+    return result
 
 
-def score_model_uri(
-    staged_path: str,
-    prep: FittedPreprocessor,
-    loader: Callable[[str], Any],
-    uri: str,
-    batch_size: int,
-) -> dict[str, float]:
-    """Test-split metrics of a served model (``loader(uri).predict`` on raw rows)."""
-    ds = read_split(staged_path, "test").map_batches(
-        _ScoreWithLoader,
-        fn_constructor_kwargs={"prep_json": prep.to_json(), "loader": loader, "uri": uri},
-        batch_format="pandas",
-        batch_size=batch_size,
-        compute=_one_actor(),
-        # Scoring is cheap to redo; no restarts also keeps Ray from warning about
-        # constructor arguments held in the object store.
-        max_restarts=0,
-    )
-    y, out = _collect(ds)
-    return compute_metrics(prep.task, y, out)
-
-
-def baseline_metrics(staged_path: str, prep: FittedPreprocessor) -> dict[str, Any]:
+def baseline_metrics(
+    staged_path: str, prep: FittedPreprocessor, splits: dict[str, int] | None = None
+) -> dict[str, Any]:
     """A scikit-learn linear model on the same features and splits, for perspective.
 
     LogisticRegression for classification, Ridge for regression; fitted on at most
-    ``BASELINE_MAX_ROWS`` train rows pulled to the driver.
+    ``BASELINE_MAX_ROWS`` train rows pulled to the driver. Splits of at most
+    :data:`DRIVER_MAX_ROWS` rows (``splits``: row counts from the data report) are read
+    with pyarrow in the driver, larger ones stream through Ray Data.
     """
     from sklearn.linear_model import LogisticRegression, Ridge
 
+    columns = prep.input_columns + [prep.target]
+
     def arrays(split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        ds = read_split(staged_path, split, columns=prep.input_columns + [prep.target])
+        rows = (splits or {}).get(split)
+        if rows is not None and rows <= DRIVER_MAX_ROWS:
+            frame = _read_local(staged_path, split, columns)
+            if limit:
+                frame = frame.iloc[:limit]
+            b = BatchTransform(prep)(frame)
+            return b["x"], b["y"]
+        ds = read_split(staged_path, split, columns=columns)
         if limit:
             ds = ds.limit(limit)
         xs, ys = [], []

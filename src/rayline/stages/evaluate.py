@@ -39,24 +39,28 @@ class Evaluate(Stage):
             inputs["features"],
             inputs["train"],
         )
-        rows, metrics = ev.score_checkpoint(
-            staged, prep, trained.best.params["model"], trained.best_dir, cfg.evaluate.batch_size
-        )
-        report = ev.EvalReport(rows=rows, metrics=metrics)
         champion = registry.champion(cfg.model_name)
+        loader = partial(load_pyfunc, tracking_uri=registry.tracking_uri)
+        scores = ev.score(
+            staged,
+            prep,
+            trained.best.params["model"],
+            trained.best_dir,
+            cfg.evaluate.batch_size,
+            champion=(loader, champion[1]) if champion else None,
+            test_rows=inputs["validate+split"].splits.get("test"),
+        )
+        metrics = scores.metrics
+        report = ev.EvalReport(rows=scores.rows, metrics=metrics)
         if champion:
             report.champion_uri = champion[1]
             report.extra["champion_version"] = champion[0]
-            loader = partial(load_pyfunc, tracking_uri=registry.tracking_uri)
-            try:
-                report.champion_metrics = ev.score_model_uri(
-                    staged, prep, loader, champion[1], cfg.evaluate.batch_size
-                )
-            except Exception as exc:  # e.g. the champion reads columns this data lacks
-                report.extra["champion_error"] = f"{type(exc).__name__}: {exc}"[:1000]
-                log.warning("the champion could not be scored: %s", exc)
+            report.champion_metrics = scores.champion_metrics
+            if scores.champion_error:
+                report.extra["champion_error"] = scores.champion_error
+                log.warning("the champion could not be scored: %s", scores.champion_error)
         if cfg.evaluate.baseline:
-            report.baseline = ev.baseline_metrics(staged, prep)
+            report.baseline = ev.baseline_metrics(staged, prep, inputs["validate+split"].splits)
         registry.log_metrics(metrics, prefix="test.")
         if report.champion_metrics:
             registry.log_metrics(report.champion_metrics, prefix="champion.test.")
