@@ -427,6 +427,23 @@ def test_column_bounds_rules():
     assert problem.startswith("schema.columns.age: min (0) is greater than max (-1)")
 
 
+def test_allow_inf_is_for_float_columns():
+    problem = only_problem(base(), ["schema.columns.age.allow_inf=true"])
+    assert problem.startswith(
+        "schema.columns.age: allow_inf applies to float columns, not to type 'int'"
+    )
+    cfg = validate_config(apply_overrides(base(), ["schema.columns.spend.allow_inf=true"]))
+    assert cfg.schema_.columns["spend"].allow_inf is True
+    assert validate_config(base()).schema_.columns["spend"].allow_inf is False
+
+
+def test_finite_is_a_rule_id_for_rule_limits():
+    data = apply_overrides(base(), ["schema.max_bad_fraction_by_rule={spend.finite: 0.01}"])
+    assert validate_config(data).schema_.max_bad_fraction_by_rule == {"spend.finite": 0.01}
+    problem = only_problem(base(), ["schema.max_bad_fraction_by_rule={spend.infinite: 0.01}"])
+    assert "rules: type, nullable, finite, min, max, allowed, regex, unique" in problem
+
+
 def test_feature_lists_are_checked_against_the_schema():
     problems = problems_of(
         base(), ["features.numeric=[age, plan, churned, height]", "features.categorical=[]"]

@@ -414,3 +414,124 @@ def test_regex_on_a_numeric_column_is_a_config_error():
         spec("float", regex="x")
     with pytest.raises(ValueError, match="does not compile"):
         spec("string", regex="(")
+
+
+# -- non-finite numbers --------------------------------------------------------------------------
+def test_inf_in_a_float_column_breaks_the_finite_rule():
+    out = validate_batch(
+        pd.DataFrame({"income": [1.0, np.inf, -np.inf, 2.5]}), {"income": spec("float")}
+    )
+    assert rules(out) == [None, "income.finite", "income.finite", None]
+    assert reasons(out) == [None, "income: not finite (inf)", "income: not finite (-inf)", None]
+
+
+def test_inf_as_text_breaks_the_finite_rule_not_the_type_rule():
+    raw = ["inf", "-Infinity", "1e999", "3"]  # CSV / JSON Lines text; 1e999 overflows to inf
+    out = validate_batch(pd.DataFrame({"x": raw}), {"x": spec("float", nullable=True)})
+    assert rules(out) == ["x.finite", "x.finite", "x.finite", None]
+    assert reasons(out)[:3] == [
+        "x: not finite (inf)",
+        "x: not finite (-inf)",
+        "x: not finite (inf)",
+    ]
+
+
+def test_inf_is_not_also_reported_against_the_bounds():
+    out = validate_batch(
+        pd.DataFrame({"x": [np.inf, -np.inf, 11.0]}), {"x": spec("float", min=0, max=10)}
+    )
+    assert rules(out) == ["x.finite", "x.finite", "x.max"]
+
+
+def test_allow_inf_keeps_infinite_values_but_not_past_the_bounds():
+    out = validate_batch(
+        pd.DataFrame({"x": [np.inf, -np.inf, 1.0]}), {"x": spec("float", allow_inf=True)}
+    )
+    assert rules(out) == [None, None, None]
+    assert out["x"].tolist() == [np.inf, -np.inf, 1.0]
+    out = validate_batch(
+        pd.DataFrame({"x": [np.inf, -np.inf, 1.0]}),
+        {"x": spec("float", allow_inf=True, min=0, max=10)},
+    )
+    assert reasons(out) == ["x: inf > max 10", "x: -inf < min 0", None]
+    assert rules(out) == ["x.max", "x.min", None]
+
+
+def test_inf_in_an_arrow_backed_batch_breaks_the_finite_rule():
+    table = pa.table({"x": pa.array([np.inf, 1.0, None], type=pa.float64())})
+    batch = table.to_pandas(types_mapper=pd.ArrowDtype)
+    out = validate_batch(batch, {"x": spec("float", nullable=True)})
+    assert rules(out) == ["x.finite", None, None]
+
+
+def test_allow_inf_is_a_float_column_option():
+    for type_ in ("int", "bool", "string"):
+        with pytest.raises(
+            ValueError, match=f"allow_inf applies to float columns, not to type '{type_}'"
+        ):
+            spec(type_, allow_inf=True)
+    assert spec("int", allow_inf=False).allow_inf is False
+    assert spec("float").allow_inf is False
+
+
+# -- NaN is a null ---------------------------------------------------------------------------------
+def _arrow_batch(values: list) -> pd.DataFrame:
+    """A batch as Ray Data hands it to map_batches: Arrow-backed, NaN kept apart from null."""
+    batch = pa.table({"x": pa.array(values, type=pa.float64())}).to_pandas(
+        types_mapper=pd.ArrowDtype
+    )
+    assert batch["x"].isna().tolist() == [v is None for v in values]  # pandas: NaN is not NA
+    return batch
+
+
+NAN_BATCHES = {
+    "numpy": lambda: pd.DataFrame({"x": [1.0, np.nan, None]}),
+    "arrow": lambda: _arrow_batch([1.0, float("nan"), None]),
+    "pandas nullable": lambda: pd.DataFrame({"x": pd.array([1.0, np.nan, None], dtype="Float64")}),
+    "text": lambda: pd.DataFrame({"x": ["1", "nan", None]}),
+    "object": lambda: pd.DataFrame({"x": pd.Series([1.0, float("nan"), None], dtype=object)}),
+}
+
+
+@pytest.mark.parametrize("source", list(NAN_BATCHES))
+def test_nan_in_a_nullable_float_column_is_kept_as_null(source):
+    out = validate_batch(NAN_BATCHES[source](), {"x": spec("float", nullable=True)})
+    assert rules(out) == [None, None, None]
+    assert out["x"].dtype == np.float64
+    assert out["x"].isna().tolist() == [False, True, True]
+
+
+@pytest.mark.parametrize("source", list(NAN_BATCHES))
+def test_nan_in_a_non_nullable_float_column_breaks_the_nullable_rule(source):
+    out = validate_batch(NAN_BATCHES[source](), {"x": spec("float")})
+    assert rules(out) == [None, "x.nullable", "x.nullable"]
+    assert reasons(out)[1] == "x: null in a non-nullable column"
+
+
+def test_nan_spellings_in_text_are_null_and_other_text_is_still_a_type_error():
+    raw = ["NaN", " nan ", "NAN", "-nan", "nanx", "n/a"]
+    out = validate_batch(pd.DataFrame({"x": raw}), {"x": spec("float", nullable=True)})
+    assert rules(out) == [None, None, None, None, "x.type", "x.type"]
+    assert reasons(out)[4:] == ["x: not a float ('nanx')", "x: not a float ('n/a')"]
+
+
+def test_nan_from_a_csv_file_is_a_null(tmp_path):
+    import io
+
+    data = b"x,y\nnan,1\nNaN,2\n,3\ninf,4\n"
+    (table,) = list(parse_csv(io.BytesIO(data), "f.csv", ["x", "y"]))
+    cols = {"x": spec("float", nullable=True), "y": spec("int")}
+    out = validate_batch(table.to_pandas(), cols)
+    assert rules(out) == [None, None, None, "x.finite"]
+    assert out["x"].isna().tolist() == [True, True, True, False]
+
+
+def test_nan_and_inf_from_a_parquet_file(tmp_path):
+    p = tmp_path / "t.parquet"
+    x = pa.array([1.0, float("nan"), None, float("inf")], type=pa.float64())
+    pq.write_table(pa.table({"x": x, "y": x}), p)
+    batch = pq.read_table(p).to_pandas(types_mapper=pd.ArrowDtype)
+    cols = {"x": spec("float", nullable=True), "y": spec("float", allow_inf=True)}
+    out = validate_batch(batch, cols)
+    assert rules(out) == [None, "y.nullable", "y.nullable", "x.finite"]
+    assert out["x"].isna().tolist() == [False, True, True, False]

@@ -76,7 +76,7 @@ class DataConfig(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
 
 
-RULES = ("type", "nullable", "min", "max", "allowed", "regex", "unique")
+RULES = ("type", "nullable", "finite", "min", "max", "allowed", "regex", "unique")
 
 
 class ColumnSpec(_Section):
@@ -86,6 +86,12 @@ class ColumnSpec(_Section):
     nullable: bool = Field(False, description="Whether null values are allowed.")
     min: float | None = Field(None, description="Smallest allowed value (numeric columns).")
     max: float | None = Field(None, description="Largest allowed value (numeric columns).")
+    allow_inf: bool = Field(
+        False,
+        description="Whether inf and -inf are valid values (float columns only). By default "
+        "they break the rule '<column>.finite' and the row is quarantined (or the run fails, "
+        "per on_violation). A NaN is always read as a null, which `nullable` decides about.",
+    )
     allowed: list[Any] | None = Field(
         None, description="The only values allowed (e.g. the categories of a string column)."
     )
@@ -109,6 +115,11 @@ class ColumnSpec(_Section):
     def _check_bounds(self) -> ColumnSpec:
         if (self.min is not None or self.max is not None) and self.type in ("string", "bool"):
             raise ValueError(f"min/max apply to numeric columns, not to type '{self.type}'")
+        if self.allow_inf and self.type != "float":
+            raise ValueError(
+                f"allow_inf applies to float columns, not to type '{self.type}' (only a float "
+                "can be infinite); remove it"
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
         if self.regex is not None:

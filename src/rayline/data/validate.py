@@ -6,6 +6,10 @@ naming the file and column). A row that breaks a row rule (null where not allowe
 range, not an allowed value, a value that does not parse) is set aside in quarantine with a
 reason; the run fails only if too many rows are bad.
 
+Numbers: NaN in a float column is a null wherever it comes from (a numpy or Arrow-backed
+batch, the text ``nan`` of a CSV or JSON file), so ``nullable`` decides about it. ``inf`` and
+``-inf`` break the rule ``<column>.finite`` unless the column sets ``allow_inf: true``.
+
 :func:`validate_batch` is pure pandas: it runs inside Ray Data's ``map_batches`` and in unit
 tests alike.
 """
@@ -135,8 +139,43 @@ def _exact_int(v: object) -> int | None:
     return n if n == d and -(2**63) <= n < 2**63 else None
 
 
+def _is_nan(v: object) -> bool:
+    """Whether ``v`` is a float NaN: a float, a Decimal or text such as ``'nan'``/``'NaN'``."""
+    if isinstance(v, float | np.floating):
+        return bool(np.isnan(v))
+    if isinstance(v, Decimal):
+        return v.is_nan()
+    if isinstance(v, str):
+        try:
+            return bool(np.isnan(float(v.strip())))
+        except ValueError:
+            return False
+    return False
+
+
+def _nan_values(values: pd.Series, num: pd.Series, was_null: np.ndarray) -> np.ndarray:
+    """Which values pandas does not count as null but are a NaN all the same.
+
+    An Arrow-backed batch (``double[pyarrow]``, what Ray Data hands ``map_batches``) keeps NaN
+    apart from null, and text formats carry it as the string ``'nan'``; a numpy float batch
+    already counts it as null.
+    """
+    candidates = num.isna().to_numpy() & ~was_null
+    if not candidates.any():
+        return candidates
+    if pd.api.types.is_float_dtype(values.dtype):
+        return candidates  # a float that is neither null nor a number is a NaN
+    out = np.zeros(len(values), dtype=bool)
+    idx = np.flatnonzero(candidates)
+    out[idx] = [_is_nan(v) for v in values.iloc[idx]]
+    return out
+
+
 def _coerce(values: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
-    """Cast ``values`` to the declared type; also return which non-null values failed to parse."""
+    """Cast ``values`` to the declared type; also return which non-null values failed to parse.
+
+    A NaN in a float column is a null, not a value that failed to parse.
+    """
     was_null = values.isna().to_numpy()
     if kind == "string":
         out = values.astype("string")
@@ -150,6 +189,8 @@ def _coerce(values: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
         out[text.isin(_FALSE).fillna(False).to_numpy(dtype=bool)] = False
         return out, out.isna().to_numpy() & ~was_null
     num = pd.to_numeric(values, errors="coerce").astype("float64")
+    if kind == "float":
+        was_null = was_null | _nan_values(values, num, was_null)
     bad = num.isna().to_numpy() & ~was_null
     if kind == "int":
         arr = num.to_numpy()
@@ -183,8 +224,10 @@ def validate_batch(
     Returns the declared columns (other columns are dropped) plus ``_rayline_reason``: null
     for a good row, else every rule the row breaks as ``"column: rule"``, joined by ``"; "``,
     and ``_rayline_rules``: the broken rules' ids (``"age.max,plan.allowed"``) that the data
-    report counts. Values that fail to parse become null in the output and are quoted in the
-    reason, so the quarantine keeps what was wrong. A row that arrives with a reason already
+    report counts. In a float column NaN is a null, and ``inf``/``-inf`` break
+    ``<column>.finite`` unless the column sets ``allow_inf``. Values that fail to parse
+    become null in the output and are quoted in the reason, so the quarantine keeps what was
+    wrong. A row that arrives with a reason already
     (an unreadable CSV/JSON row from :mod:`rayline.data.readers`) keeps it as
     ``row.unreadable`` and is not checked further. ``duplicates`` maps each ``unique`` column
     to the values that occur more than once in the whole input.
@@ -223,8 +266,19 @@ def validate_batch(
         null = values.isna().to_numpy() & ~unparsable
         if not spec.nullable:
             add(null, f"{col}: null in a non-nullable column", f"{col}.nullable")
+        infinite = np.zeros(n, dtype=bool)
+        if spec.type == "float" and not spec.allow_inf:
+            arr = values.to_numpy(dtype="float64", na_value=np.nan)
+            infinite = np.isinf(arr)
+            add(
+                infinite,
+                lambda idx, c=col, a=arr: [f"{c}: not finite ({a[i]:g})" for i in idx],
+                f"{col}.finite",
+            )
         if spec.min is not None or spec.max is not None:
             arr = values.astype("float64").to_numpy(na_value=np.nan)
+            # An inf already broke `.finite`; one reason is enough.
+            arr = np.where(infinite, np.nan, arr)
             if spec.min is not None:
                 add(
                     arr < spec.min,
