@@ -170,6 +170,62 @@ def test_unique_regex_and_rule_limits(s3_endpoint, ray_session, tmp_path):
     assert e.value.report.rows_in == 300
 
 
+def test_inf_is_quarantined_and_nan_is_null_from_parquet(ray_session, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from rayline.data.features import fit_from_config
+
+    df = make_table(200)
+    income = df["income"].to_numpy().copy()
+    income[[3, 4, 5, 6]] = [np.inf, -np.inf, np.nan, np.nan]
+    score = np.ones(200)
+    score[7] = np.nan
+    # pyarrow keeps NaN apart from null only when the arrays are built from lists.
+    table = pa.Table.from_pandas(df.drop(columns=["income"]), preserve_index=False)
+    table = table.append_column("income", pa.array(income.tolist(), type=pa.float64()))
+    table = table.append_column("score", pa.array(score.tolist(), type=pa.float64()))
+    assert table.column("income").null_count == 0  # the NaNs are NaN in the file
+    d = tmp_path / "data"
+    d.mkdir()
+    pq.write_table(table, d / "t.parquet")
+    raw = _cfg(str(d), str(tmp_path / "runs"))
+    raw["schema"]["columns"]["score"] = {"type": "float"}
+    report = run_validation(validate_config(raw))
+    assert report.rule_counts == {"income.finite": 2, "score.nullable": 1}
+    assert report.rows_in == 200 and report.rows_quarantined == 3 and report.rows_ok == 197
+    q = _staged(report, "quarantine").sort_values("user_id")
+    assert q["user_id"].tolist() == [3, 4, 7]
+    assert q[REASON_COL].tolist() == [
+        "income: not finite (inf)",
+        "income: not finite (-inf)",
+        "score: null in a non-nullable column",
+    ]
+    good = pd.concat(_staged(report, s) for s in ("train", "val", "test")).set_index("user_id")
+    assert good.loc[[5, 6], "income"].isna().all()  # NaN in a nullable column: a null
+
+    raw["runtime"]["storage_path"] = str(tmp_path / "runs2")
+    raw["schema"]["columns"]["income"]["on_violation"] = "fail"
+    with pytest.raises(DataValidationError) as e:
+        run_validation(validate_config(raw))
+    assert "2 row(s) break income.finite and schema says on_violation: fail for 'income'" in str(
+        e.value
+    )
+
+    # Let through with allow_inf, the default standardization cannot fit: inf and -inf
+    # cancel, Ray Data reports no mean, and the column's bounds tell.
+    raw["schema"]["columns"]["income"] = {"type": "float", "nullable": True, "allow_inf": True}
+    train = df.assign(income=income, score=1.0)
+    with pytest.raises(DataValidationError) as e:
+        fit_from_config(validate_config(raw), ray.data.from_pandas(train))
+    assert str(e.value).startswith(
+        "features: the train-split mean of 'income' is not finite (undefined): the column "
+        "holds -inf and inf values there"
+    )
+
+
 def test_object_store_source_through_an_s3_server(s3_endpoint, ray_session, tmp_path):
     import boto3
 

@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rayline.data.features import FORMAT_VERSION, BatchTransform, FittedPreprocessor
+from rayline.data.features import (
+    FORMAT_VERSION,
+    BatchTransform,
+    FittedPreprocessor,
+    numeric_state,
+    target_state,
+)
+from rayline.errors import DataValidationError
 
 
 def make_prep(**kw) -> FittedPreprocessor:
@@ -289,3 +296,81 @@ def test_user_transform_is_loaded_once(monkeypatch):
     fn = features._user_fn("tests.unit.user_models:build")
     assert features._user_fn("tests.unit.user_models:build") is fn
     assert list(features._USER_FNS) == ["tests.unit.user_models:build"]
+
+
+# -- fitted statistics must be finite ------------------------------------------------------------
+INF = float("inf")
+
+
+def test_numeric_state_from_finite_and_empty_columns():
+    stats = {
+        "mean:age": 40.0,
+        "std:age": 10.0,
+        "lo:age": 18.0,
+        "hi:age": 80.0,
+        "mean:empty": None,  # all null on the train split
+        "std:empty": None,
+        "mean:const": 3.0,
+        "std:const": 0.0,
+    }
+    assert numeric_state(stats, ["age", "empty", "const"], "mean") == [
+        {"name": "age", "mean": 40.0, "std": 10.0, "fill": 40.0},
+        {"name": "empty", "mean": 0.0, "std": 1.0, "fill": 0.0},
+        {"name": "const", "mean": 3.0, "std": 1.0, "fill": 3.0},
+    ]
+
+
+REMEDY = (
+    " there (let through by schema.columns.income.allow_inf, or made by a user transform). "
+    "Give 'income' a transform chain that clips them first (features.transforms.income: "
+    "[{op: clip, lower: ..., upper: ...}, {op: standardize}]), or remove allow_inf so that "
+    "rows with inf are quarantined"
+)
+
+
+@pytest.mark.parametrize(
+    ("stats", "what", "shown", "holds"),
+    [
+        # What Ray Data reports for a column with inf in half its rows.
+        (
+            {"mean:income": INF, "std:income": float("nan"), "hi:income": INF},
+            "mean",
+            "inf",
+            "inf values",
+        ),
+        # inf and -inf cancel: no mean at all, the bounds tell it from an empty column.
+        (
+            {"mean:income": None, "std:income": None, "lo:income": -INF, "hi:income": INF},
+            "mean",
+            "undefined",
+            "-inf and inf values",
+        ),
+        # Finite values too large for float64 arithmetic.
+        (
+            {"mean:income": 1e300, "std:income": INF, "lo:income": 0.0, "hi:income": 1e308},
+            "std",
+            "inf",
+            "inf or -inf values (or values too large for float64 arithmetic)",
+        ),
+    ],
+)
+def test_a_numeric_statistic_that_is_not_finite_is_a_data_error(stats, what, shown, holds):
+    with pytest.raises(DataValidationError) as e:
+        numeric_state(stats, ["income"], "mean")
+    assert str(e.value) == (
+        f"features: the train-split {what} of 'income' is not finite ({shown}): the column "
+        f"holds {holds}" + REMEDY
+    )
+
+
+def test_a_regression_target_that_is_not_finite_is_a_data_error():
+    assert target_state({"target_mean": 5.0, "target_std": 2.0}, "y") == (5.0, 2.0)
+    assert target_state({"target_mean": None, "target_std": 0.0}, "y") == (0.0, 1.0)
+    with pytest.raises(DataValidationError) as e:
+        target_state({"target_mean": INF, "target_std": None, "hi:target": INF}, "y")
+    assert str(e.value) == (
+        "features: the train-split mean of 'y' is not finite (inf): the column holds inf values "
+        "there (let through by schema.columns.y.allow_inf, or made by a user transform). A "
+        "regression target must be finite: fix the data, or remove allow_inf so that rows with "
+        "inf are quarantined"
+    )

@@ -18,6 +18,7 @@ from rayline.data.transforms import (
     parse_expression,
     stable_hash,
 )
+from rayline.errors import DataValidationError
 
 X = pd.Series([1.0, None, 4.0, 9.0, 100.0])
 
@@ -202,3 +203,124 @@ def test_version_1_documents_still_load():
     }
     prep = FittedPreprocessor.from_json(json.dumps(v1))
     np.testing.assert_allclose(prep.transform(pd.DataFrame({"x": [3.0, None]})), [[1.0], [0.0]])
+
+
+# -- fitted statistics must be finite --------------------------------------------------------------
+INF = float("inf")
+NAN = float("nan")
+TAIL = (
+    " there (let through by schema.columns.income.allow_inf, or made by a user transform). "
+    "Put a clip step with fixed lower and upper bounds before the {op} step, or remove "
+    "allow_inf so that rows with inf are quarantined"
+)
+
+
+@pytest.mark.parametrize(
+    ("step", "stats", "what", "shown", "holds"),
+    [
+        (
+            {"op": "standardize"},
+            {"standardize:C:mean": INF, "standardize:C:std": NAN, "standardize:C:hi": INF},
+            "mean",
+            "inf",
+            "inf values",
+        ),
+        # inf and -inf cancel: Ray Data reports no mean at all, the bounds tell.
+        (
+            {"op": "standardize"},
+            {"standardize:C:mean": None, "standardize:C:lo": -INF, "standardize:C:hi": INF},
+            "mean",
+            "undefined",
+            "-inf and inf values",
+        ),
+        (
+            {"op": "impute", "strategy": "mean"},
+            {"impute:C": None, "impute:C:lo": -INF, "impute:C:hi": 3.0},
+            "mean",
+            "-inf",
+            "-inf values",
+        ),
+        (
+            {"op": "minmax"},
+            {"minmax:C:min": 0.0, "minmax:C:max": INF},
+            "max",
+            "inf",
+            "inf or -inf values (or values too large for float64 arithmetic)",
+        ),
+        (
+            {"op": "robust"},
+            {"robust:C": [1.0, 2.0, INF]},
+            "0.75 quantile",
+            "inf",
+            "inf or -inf values (or values too large for float64 arithmetic)",
+        ),
+        (
+            {"op": "clip", "upper_quantile": 0.99},
+            {"clip:C": [0.0, INF]},
+            "0.99 quantile",
+            "inf",
+            "inf or -inf values (or values too large for float64 arithmetic)",
+        ),
+        (
+            {"op": "bucketize", "quantiles": 3},
+            {"bucketize:C": [1.0, INF]},
+            "quantile edge",
+            "inf",
+            "inf or -inf values (or values too large for float64 arithmetic)",
+        ),
+        (
+            {"op": "impute", "strategy": "median"},
+            {"impute:C": [INF]},
+            "median",
+            "inf",
+            "inf or -inf values (or values too large for float64 arithmetic)",
+        ),
+        (
+            {"op": "impute", "strategy": "mode"},
+            {"impute:C": {"values": [INF, 1.0], "counts": [9, 2]}},
+            "mode",
+            "inf",
+            "inf or -inf values (or values too large for float64 arithmetic)",
+        ),
+    ],
+)
+def test_a_fitted_statistic_that_is_not_finite_names_the_column_and_the_fix(
+    step, stats, what, shown, holds
+):
+    column = "__chain:income"  # what fit_chains passes: the chain's temporary column
+    stats = {k.replace(":C", f":{column}"): v for k, v in stats.items()}
+    with pytest.raises(DataValidationError) as e:
+        fit_step(step, column, stats)
+    op = step["op"]
+    assert str(e.value) == (
+        f"features.transforms.income ({op} step): the train-split {what} of 'income' is not "
+        f"finite ({shown}): the column holds {holds}" + TAIL.format(op=op)
+    )
+
+
+def test_finite_statistics_and_empty_columns_still_fit():
+    finite = {
+        "standardize:c:mean": 2.0,
+        "standardize:c:std": 0.5,
+        "standardize:c:lo": -1.0,
+        "standardize:c:hi": 9.0,
+    }
+    assert fit_step({"op": "standardize"}, "c", finite) == {
+        "op": "standardize",
+        "mean": 2.0,
+        "std": 0.5,
+    }
+    # An all-null column: no statistic at all -> the neutral defaults, as before.
+    empty = {"standardize:c:mean": None, "standardize:c:std": None, "standardize:c:lo": None}
+    assert fit_step({"op": "standardize"}, "c", empty) == {
+        "op": "standardize",
+        "mean": 0.0,
+        "std": 1.0,
+    }
+    assert fit_step({"op": "robust"}, "c", {"robust:c": []})["iqr"] == 1.0
+    assert fit_step({"op": "clip", "upper_quantile": 0.9}, "c", {"clip:c": []})["upper"] is None
+    # A clip with fixed bounds is the fix: no statistic, inf is clipped when applied.
+    clip = fit_step({"op": "clip", "lower": 0.0, "upper": 10.0}, "c", {})
+    np.testing.assert_allclose(
+        apply_chain([clip], pd.Series([INF, -INF, 3.0]))[0][:, 0], [10, 0, 3]
+    )

@@ -349,9 +349,11 @@ def fit_preprocessor(
         aggs += [
             Mean(target, alias_name="target_mean"),
             Std(target, ddof=0, alias_name="target_std"),
+            *_bounds(target, "target"),
         ]
     for c in numeric:
         aggs += [Mean(c, alias_name=f"mean:{c}"), Std(c, ddof=0, alias_name=f"std:{c}")]
+        aggs += _bounds(c, c)
     for c in categorical:
         aggs.append(ValueCounter(c, alias_name=f"counts:{c}"))
     bool_cols = [c for c in [*numeric, *chains] if input_types.get(c) == "bool"]
@@ -366,15 +368,7 @@ def fit_preprocessor(
             "the train split is empty; add data or change data.split fractions"
         )
 
-    num_state = []
-    for c in numeric:
-        mean = stats.get(f"mean:{c}")
-        std = stats.get(f"std:{c}")
-        mean = 0.0 if mean is None or np.isnan(mean) else float(mean)
-        std = 1.0 if std is None or np.isnan(std) or std == 0 else float(std)
-        num_state.append(
-            {"name": c, "mean": mean, "std": std, "fill": mean if impute == "mean" else 0.0}
-        )
+    num_state = numeric_state(stats, numeric, impute)
     cat_state = []
     for c in categorical:
         counts = stats[f"counts:{c}"]
@@ -404,10 +398,7 @@ def fit_preprocessor(
     fitted_chains = (
         transforms.fit_chains(train_ds, chains, {name: name for name in chains}) if chains else {}
     )
-    t_mean, t_std = 0.0, 1.0
-    if task == "regression":
-        t_mean = float(stats.get("target_mean") or 0.0)
-        t_std = float(stats.get("target_std") or 1.0) or 1.0
+    t_mean, t_std = target_state(stats, target) if task == "regression" else (0.0, 1.0)
     return FittedPreprocessor(
         target_mean=t_mean,
         target_std=t_std,
@@ -425,6 +416,64 @@ def fit_preprocessor(
         user_state=shell.user_state,
         raw_inputs=list(raw_inputs or []),
     )
+
+
+def _bounds(column: str, alias: str) -> list[Any]:
+    """Min and max of ``column``: they tell whether it holds inf or -inf (Ray Data reports no
+    mean at all when the two cancel, as for an all-null column)."""
+    from ray.data.aggregate import Max, Min
+
+    return [Min(column, alias_name=f"lo:{alias}"), Max(column, alias_name=f"hi:{alias}")]
+
+
+def numeric_state(stats: dict[str, Any], numeric: list[str], impute: str) -> list[dict[str, Any]]:
+    """The default treatment's fitted state of each numeric column, from the aggregations.
+
+    A column without values (all null) gets mean 0 and std 1.
+
+    Raises:
+        DataValidationError: a mean or std is not finite (the column holds inf or -inf).
+    """
+    out = []
+    for c in numeric:
+        infinite = transforms.infinities(stats.get(f"lo:{c}"), stats.get(f"hi:{c}"))
+
+        def stat(v: Any, default: float, what: str, c: str = c, inf: str | None = infinite):
+            return transforms.finite_stat(
+                v,
+                default,
+                where="features",
+                what=what,
+                column=c,
+                remedy=(
+                    f"Give '{c}' a transform chain that clips them first (features.transforms."
+                    f"{c}: [{{op: clip, lower: ..., upper: ...}}, {{op: standardize}}])"
+                ),
+                infinite=inf,
+            )
+
+        mean = stat(stats.get(f"mean:{c}"), 0.0, "mean")
+        std = stat(stats.get(f"std:{c}"), 1.0, "std") or 1.0
+        out.append({"name": c, "mean": mean, "std": std, "fill": mean if impute == "mean" else 0.0})
+    return out
+
+
+def target_state(stats: dict[str, Any], target: str) -> tuple[float, float]:
+    """(mean, std) of a regression target from the aggregations; (0, 1) without values.
+
+    Raises:
+        DataValidationError: the mean or std is not finite (the target holds inf or -inf).
+    """
+    infinite = transforms.infinities(stats.get("lo:target"), stats.get("hi:target"))
+    kw = dict(
+        where="features",
+        column=target,
+        remedy="A regression target must be finite: fix the data",
+        infinite=infinite,
+    )
+    mean = transforms.finite_stat(stats.get("target_mean"), 0.0, what="mean", **kw)
+    std = transforms.finite_stat(stats.get("target_std"), 1.0, what="std", **kw) or 1.0
+    return mean, std
 
 
 def bools_to_float(batch: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -20,6 +20,11 @@ for embeddings), ``onehot`` and ``index`` (string categories, with ``min_frequen
 into N buckets), ``datetime`` (parts of a timestamp or ISO string, optionally as sin/cos).
 A chain without a terminal step yields one dense column; nulls left at its end read as 0.
 
+A fitted statistic must be finite: when the train split holds ``inf`` or ``-inf`` (a column
+with ``allow_inf``) and a step's mean, std, min, max or quantile comes out infinite or
+undefined, fitting stops with a :class:`~rayline.errors.DataValidationError` naming the
+column and the step (:func:`finite_stat`) rather than write ``Infinity`` into the fitted state.
+
 ``features.derived`` adds numeric columns from arithmetic on raw columns
 (:func:`eval_expression`: numbers, column names, ``+ - * / **``, unary minus, and
 ``log log1p exp sqrt abs min max``), computed before any chain.
@@ -32,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from rayline.errors import DataValidationError
 
 TERMINAL = {"bucketize", "onehot", "index", "hash", "datetime"}
 _FUNCS = {
@@ -141,9 +148,12 @@ def step_aggregations(step: dict[str, Any], column: str) -> list[Any]:
     from ray.data.aggregate import ApproximateQuantile, Max, Mean, Min, Std, ValueCounter
 
     op, key = step["op"], f"{step['op']}:{column}"
+    # Ray Data reports no mean (None) when inf and -inf cancel: the column's bounds tell
+    # that apart from an all-null column.
+    bounds = [Min(column, alias_name=key + ":lo"), Max(column, alias_name=key + ":hi")]
     if op == "impute":
         return {
-            "mean": [Mean(column, alias_name=key)],
+            "mean": [Mean(column, alias_name=key), *bounds],
             "median": [ApproximateQuantile(column, [0.5], alias_name=key)],
             "mode": [ValueCounter(column, alias_name=key)],
         }.get(step.get("strategy", "mean"), [])
@@ -151,6 +161,7 @@ def step_aggregations(step: dict[str, Any], column: str) -> list[Any]:
         return [
             Mean(column, alias_name=key + ":mean"),
             Std(column, ddof=0, alias_name=key + ":std"),
+            *bounds,
         ]
     if op == "minmax":
         return [Min(column, alias_name=key + ":min"), Max(column, alias_name=key + ":max")]
@@ -177,48 +188,137 @@ def _f(v: Any, default: float) -> float:
     return f if np.isfinite(f) else default
 
 
+def _number(v: Any) -> float | None:
+    """``v`` as a float; None when there is no statistic (None, or not a number)."""
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def infinities(lo: Any, hi: Any) -> str | None:
+    """Which infinities a column holds, from its min and max: 'inf', '-inf', both, or None."""
+    lo, hi = _number(lo), _number(hi)
+    found = [t for t, hit in (("-inf", lo == -np.inf), ("inf", hi == np.inf)) if hit]
+    return " and ".join(found) or None
+
+
+def not_finite_error(
+    where: str, what: str, value: float, column: str, remedy: str, infinite: str | None = None
+) -> DataValidationError:
+    """The :class:`DataValidationError` for a fitted statistic that is not a finite number."""
+    shown = "undefined" if np.isnan(value) else f"{value:g}"
+    holds = (
+        f"{infinite} values"
+        if infinite
+        else "inf or -inf values (or values too large for float64 arithmetic)"
+    )
+    return DataValidationError(
+        f"{where}: the train-split {what} of '{column}' is not finite ({shown}): the column "
+        f"holds {holds} there (let through by schema.columns.{column}.allow_inf, or made by a "
+        f"user transform). {remedy}, or remove allow_inf so that rows with inf are quarantined"
+    )
+
+
+def finite_stat(
+    v: Any,
+    default: float,
+    *,
+    where: str,
+    what: str,
+    column: str,
+    remedy: str,
+    infinite: str | None = None,
+) -> float:
+    """A fitted statistic as a finite float; ``default`` where there is none.
+
+    ``infinite`` names the infinities in the data the statistic was taken on (see the
+    column's min and max): a mean or std of such data is not finite even where Ray Data
+    reports no value at all (``inf + -inf``).
+
+    Raises:
+        DataValidationError: the statistic is inf or NaN, or ``infinite`` is set.
+    """
+    f = _number(v)
+    if infinite is not None and (f is None or np.isfinite(f)):
+        f = np.inf if infinite == "inf" else -np.inf if infinite == "-inf" else np.nan
+    if f is None:
+        return default
+    if not np.isfinite(f):
+        raise not_finite_error(where, what, f, column, remedy, infinite)
+    return f
+
+
 def fit_step(step: dict[str, Any], column: str, stats: dict[str, Any]) -> dict[str, Any]:
-    """The fitted (JSON) state of ``step`` from the aggregation results ``stats``."""
+    """The fitted (JSON) state of ``step`` from the aggregation results ``stats``.
+
+    Raises:
+        DataValidationError: a fitted statistic is not finite (the column holds inf).
+    """
     op, key = step["op"], f"{step['op']}:{column}"
     state = dict(step)
+    name = column.removeprefix(_tmp(""))
+
+    def stat(v: Any, default: float, what: str, infinite: str | None = None) -> float:
+        return finite_stat(
+            v,
+            default,
+            where=f"features.transforms.{name} ({op} step)",
+            what=what,
+            column=name,
+            remedy=f"Put a clip step with fixed lower and upper bounds before the {op} step",
+            infinite=infinite,
+        )
+
+    bounds = infinities(stats.get(key + ":lo"), stats.get(key + ":hi"))
     if op == "impute":
         strategy = step.get("strategy", "mean")
         if strategy == "mean":
-            state["fill"] = _f(stats.get(key), 0.0)
+            state["fill"] = stat(stats.get(key), 0.0, "mean", bounds)
         elif strategy == "median":
-            state["fill"] = _f((stats.get(key) or [None])[0], 0.0)
+            state["fill"] = stat((stats.get(key) or [None])[0], 0.0, "median")
         elif strategy == "mode":
             vc = stats.get(key) or {"values": [], "counts": []}
             pairs = [
                 (c, v)
                 for v, c in zip(vc["values"], vc["counts"], strict=True)
-                if _f(v, np.nan) == _f(v, np.nan)
+                if _f(v, np.nan) == _f(v, np.nan) or _number(v) in (np.inf, -np.inf)
             ]
             state["fill"] = (
-                _f(max(pairs, key=lambda p: (p[0], -_f(p[1], 0)))[1], 0.0) if pairs else 0.0
+                stat(max(pairs, key=lambda p: (p[0], -_f(p[1], 0)))[1], 0.0, "mode")
+                if pairs
+                else 0.0
             )
         else:
             state["fill"] = _f(step.get("value"), 0.0)
     elif op == "standardize":
-        state["mean"] = _f(stats.get(key + ":mean"), 0.0)
-        state["std"] = _f(stats.get(key + ":std"), 1.0) or 1.0
+        state["mean"] = stat(stats.get(key + ":mean"), 0.0, "mean", bounds)
+        state["std"] = stat(stats.get(key + ":std"), 1.0, "std", bounds) or 1.0
     elif op == "minmax":
-        lo, hi = _f(stats.get(key + ":min"), 0.0), _f(stats.get(key + ":max"), 1.0)
+        lo = stat(stats.get(key + ":min"), 0.0, "min")
+        hi = stat(stats.get(key + ":max"), 1.0, "max")
         state["min"], state["range"] = lo, (hi - lo) or 1.0
     elif op == "robust":
-        q1, med, q3 = [_f(v, 0.0) for v in (stats.get(key) or [0, 0, 1])]
+        qs = stats.get(key) or [0, 0, 1]
+        q1, med, q3 = [
+            stat(v, 0.0, f"{p} quantile") for v, p in zip(qs, (0.25, 0.5, 0.75), strict=True)
+        ]
         state["median"], state["iqr"] = med, (q3 - q1) or 1.0
     elif op == "clip":
         qs = stats.get(key)
         lower, upper = step.get("lower"), step.get("upper")
-        if qs is not None:
+        if qs:  # [] when the column has no values
             if step.get("lower_quantile") is not None:
-                lower = _f(qs[0], -np.inf)
+                lower = stat(qs[0], -np.inf, f"{step['lower_quantile']:g} quantile")
             if step.get("upper_quantile") is not None:
-                upper = _f(qs[1], np.inf)
+                upper = stat(qs[1], np.inf, f"{step['upper_quantile']:g} quantile")
         state["lower"], state["upper"] = lower, upper
     elif op == "bucketize":
-        edges = step.get("edges") or sorted({_f(v, 0.0) for v in (stats.get(key) or [])})
+        edges = step.get("edges") or sorted(
+            {stat(v, 0.0, "quantile edge") for v in (stats.get(key) or [])}
+        )
         state["edges"] = [float(e) for e in edges]
     elif op in ("onehot", "index"):
         vc = stats.get(key) or {"values": [], "counts": []}
