@@ -35,6 +35,11 @@ class TrainingError(RaylineError):
     """Training or tuning failed (all trials errored, a worker failed past max_failures)."""
 
 
+class NonFiniteLossError(TrainingError):
+    """The training loss (or the weights) became NaN or infinite; the message names the
+    epoch, step, value and likely causes. Deterministic: a restart would meet it again."""
+
+
 class Interrupted(RaylineError):
     """The run was stopped (Ctrl-C, SIGTERM) before it finished; nothing was registered."""
 

@@ -15,7 +15,9 @@ import pytest
 from rayline.config import validate_config
 from rayline.data.features import fit_preprocessor
 from rayline.data.ingest import fingerprint, resolve_sources
+from rayline.data.split import assign_split
 from rayline.data.stage import read_split, stage
+from rayline.train.loop import shard_plan
 from rayline.train.trainer import fit
 
 from .conftest import base_config, make_table, write_parts
@@ -30,8 +32,13 @@ def staged(ray_session, tmp_path_factory):
     cfg = validate_config(base_config(data, root / "runs"))
     sources = resolve_sources(cfg.data.path)
     report = stage(cfg, sources, fingerprint(sources), str(root / "stage"))
-    prep = fit_preprocessor(
-        read_split(report.staged_path, "train"),
+    prep = _prep(cfg, report.staged_path)
+    return {"root": root, "data": data, "report": report, "prep": prep}
+
+
+def _prep(cfg, staged_path: str):
+    return fit_preprocessor(
+        read_split(staged_path, "train"),
         None,
         task="classification",
         target="churned",
@@ -44,6 +51,25 @@ def staged(ray_session, tmp_path_factory):
         input_types={c: s.type for c, s in cfg.schema_.columns.items()},
         allowed_classes=[0, 1],
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_odd(ray_session, tmp_path_factory):
+    """A ~300-row table whose train split has a row count divisible by neither 2 nor 3."""
+    root = tmp_path_factory.mktemp("tiny")
+    probe = validate_config(base_config(root / "data", root / "runs"))
+    n = 300
+    while True:
+        rows = int((assign_split(make_table(n, seed=3), probe.data.split, []) == "train").sum())
+        if rows % 2 and rows % 3:
+            break
+        n += 1
+    data = write_parts(make_table(n, seed=3), root / "data", parts=3)
+    cfg = validate_config(base_config(data, root / "runs"))
+    sources = resolve_sources(cfg.data.path)
+    report = stage(cfg, sources, fingerprint(sources), str(root / "stage"))
+    assert report.splits["train"] == rows
+    prep = _prep(cfg, report.staged_path)
     return {"root": root, "data": data, "report": report, "prep": prep}
 
 
@@ -203,3 +229,31 @@ def test_local_mode_trains_in_process_keeps_its_checkpoints_and_resumes(staged):
     assert [r["train_loss"] for r in rows[:3]] == [r["train_loss"] for r in first.history]
     assert rows[3]["restored_from_epoch"] == 3
     assert rows[3]["restored_weights_sha256"] == rows[2]["weights_sha256"]
+
+
+def test_ddp_workers_train_every_row_of_an_odd_train_split(tiny_odd):
+    # Ray Train's even split across ranks would drop the leftover rows (1 of 2 ranks' odd
+    # split, 1-2 of 3); zero-weight copies pad the split instead, so every row is trained.
+    rows = tiny_odd["report"].splits["train"]
+    for workers, epochs in ((2, 2), (3, 1)):
+        res = _fit(tiny_odd, f"odd-{workers}", epochs=epochs, num_workers=workers, batch_size=32)
+        history = sorted(res.history, key=lambda r: r["epoch"])
+        assert [r["epoch"] for r in history] == list(range(1, epochs + 1))
+        assert [r["train_rows"] for r in history] == [rows] * epochs, (workers, history)
+        steps = shard_plan(rows, workers, 32, 1).steps
+        assert [r["global_step"] for r in history] == [steps * e for e in range(1, epochs + 1)]
+        assert all(math.isfinite(r["train_loss"]) for r in history)
+
+
+def test_a_non_finite_loss_fails_with_its_message_and_is_not_retried(tiny_odd):
+    from rayline.errors import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError) as err:
+        _fit(tiny_odd, "diverge", epochs=2, optimizer="sgd", lr=1e12, max_failures=2)
+    msg = str(err.value)
+    assert msg.startswith("training failed: non-finite training loss"), msg[:2000]
+    assert "step " in msg and "lower train.lr" in msg and "allow_inf" in msg, msg
+    # The first attempt's two ranks trained; the restart found the recorded failure and
+    # ended without training, so max_failures (2) did not repeat the same divergence.
+    attempts = {r["attempt"] for r in _ledger(tiny_odd["root"] / "train" / "diverge" / "ledger")}
+    assert len(attempts) == 2, attempts

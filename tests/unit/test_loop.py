@@ -1,18 +1,36 @@
-"""The training loop without Ray: its step, validation and checkpoint functions, and a resume."""
+"""The training loop without Ray: its step, validation and checkpoint functions, a resume, the
+per-rank row plan and padding weights, and the non-finite loss error."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 from contextlib import contextmanager
 
+import pytest
 import torch
 
 from rayline.config import ModelConfig, TrainConfig
 from rayline.data.features import FittedPreprocessor
-from rayline.train.loop import COMPLETE_FILE, WEIGHTS_FILE, _sha256, train_loop_per_worker
+from rayline.errors import NonFiniteLossError
+from rayline.train.loop import (
+    COMPLETE_FILE,
+    WEIGHTS_FILE,
+    StepParts,
+    _sha256,
+    check_weights,
+    clear_stop,
+    read_stop,
+    record_stop,
+    shard_plan,
+    train_loop_per_worker,
+    train_step,
+)
 from rayline.train.spec import LoopConfig
+from rayline.train.trainer import CheckedTrainer, describe_failure, worker_user_error
 
 ROWS, FEATURES, CLASSES = 36, 3, 2
 
@@ -112,3 +130,213 @@ def test_epochs_step_validate_checkpoint_and_resume(tmp_path):
     assert only["epoch"] == 3 and only["global_step"] == 9
     assert only["restored_from_epoch"] == 2 and only["restored_from_trial"] == "t1"
     assert _ledger_steps(tmp_path)[-3:] == [7, 8, 9]
+
+
+# Every row trained: the per-rank plan, the padding's weights, and train_rows.
+
+
+def _equal_split(rows: list, world: int) -> list[list]:
+    """What Ray Data's ``streaming_split(equal=True)`` hands each rank: the same number of
+    rows, the leftover ``len(rows) % world`` dropped (here: contiguous chunks)."""
+    each = len(rows) // world
+    return [rows[r * each : (r + 1) * each] for r in range(world)]
+
+
+def test_shard_plan_pads_to_equal_shards_that_keep_every_row_and_equal_steps():
+    for n in range(0, 60):
+        for world in range(1, 6):
+            for batch in range(1, 8):
+                for accum in range(1, 4):
+                    plan = shard_plan(n, world, batch, accum)
+                    assert 0 <= plan.pad_rows < world
+                    assert plan.rows_per_rank * world == n + plan.pad_rows
+                    # The even split of the padded rows drops nothing: every real row is on
+                    # exactly one rank, and the copies (weight 0) make up the rest.
+                    rows = [("real", i) for i in range(n)] + [("pad", 0)] * plan.pad_rows
+                    shards = _equal_split(rows, world)
+                    real = sorted(i for s in shards for kind, i in s if kind == "real")
+                    assert real == list(range(n))
+                    # Every rank runs the same micro-batches and optimizer steps (DDP).
+                    for shard in shards:
+                        assert len(shard) == plan.rows_per_rank
+                        micro = math.ceil(len(shard) / batch)
+                        assert micro == plan.micro_batches
+                        assert plan.steps == max(1, math.ceil(micro / accum))
+    assert shard_plan(241, 2, 64, 1).pad_rows == 1
+    assert shard_plan(241, 2, 64, 1).rows_per_rank == 121
+    assert shard_plan(307, 3, 64, 1).pad_rows == 2
+    assert shard_plan(240, 2, 64, 1).pad_rows == 0
+
+
+def _parts(model, regression: bool = False, accum: int = 1) -> StepParts:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return StepParts(
+        model=model,
+        optimizer=opt,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+        loss_fn=torch.nn.MSELoss() if regression else torch.nn.CrossEntropyLoss(),
+        regression=regression,
+        accum=accum,
+        clip=None,
+        use_bf16=False,
+        device_type="cpu",
+    )
+
+
+def _grad(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_padding_rows_weigh_nothing_and_real_rows_weigh_as_without_padding(regression):
+    # 3 real rows on 2 ranks: rank 0 gets rows a, b; rank 1 gets row c and a copy of a
+    # with weight 0. DDP averages the two ranks' gradients of their mean batch losses.
+    torch.manual_seed(0)
+    model = torch.nn.Linear(FEATURES, 1 if regression else CLASSES)
+    x = torch.randn(3, FEATURES)
+    y = torch.randn(3) if regression else torch.tensor([0, 1, 1])
+    parts = _parts(model, regression)
+
+    def grad_of(batch):
+        model.zero_grad()
+        loss_sum, rows = train_step(parts, batch, last_micro=True)
+        return _grad(model).clone(), loss_sum, rows
+
+    g0, l0, r0 = grad_of({"x": x[:2], "y": y[:2]})
+    pad_batch = {"x": x[[2, 0]], "y": y[[2, 0]], "w": torch.tensor([1.0, 0.0])}
+    g1, l1, r1 = grad_of(pad_batch)
+    ddp = (g0 + g1) / 2
+
+    # Each real row enters with weight 1 / (batch rows x world) = 1/4, the copy with 0.
+    per_row = []
+    for i in range(3):
+        model.zero_grad()
+        train_step(parts, {"x": x[i : i + 1], "y": y[i : i + 1]}, last_micro=True)
+        per_row.append(_grad(model).clone())
+    assert torch.allclose(ddp, sum(per_row) / 4, atol=1e-6)
+    # Without the copy, rank 1's lone row would weigh 1/2 instead: the copy keeps row c's
+    # weight equal to rows a and b's.
+    g_alone, _, _ = grad_of({"x": x[2:], "y": y[2:]})
+    assert not torch.allclose((g0 + g_alone) / 2, sum(per_row) / 4, atol=1e-6)
+    # The reported loss and rows count real rows only.
+    assert (r0, r1) == (2.0, 1.0)
+    model.zero_grad()
+    loss_c, _ = train_step(parts, {"x": x[2:], "y": y[2:]}, last_micro=True)
+    assert l1 == pytest.approx(loss_c, rel=1e-6)
+    # An all-ones weight column is the unweighted loss.
+    ones = {"x": x, "y": y, "w": torch.ones(3)}
+    g_w, l_w, _ = grad_of(ones)
+    g_plain, l_plain, _ = grad_of({"x": x, "y": y})
+    assert torch.allclose(g_w, g_plain, atol=1e-6) and l_w == pytest.approx(l_plain, rel=1e-6)
+
+
+class _PaddedData(_Data):
+    """A shard whose last ``pad`` rows are zero-weight copies (a padded train split)."""
+
+    def __init__(self, seed: int, pad: int):
+        super().__init__(seed)
+        self.w = torch.ones(ROWS)
+        self.w[ROWS - pad :] = 0.0
+
+    def iter_torch_batches(self, batch_size: int, **_):
+        for i in range(0, ROWS, batch_size):
+            yield {
+                "x": self.x[i : i + batch_size],
+                "y": self.y[i : i + batch_size],
+                "w": self.w[i : i + batch_size],
+            }
+
+
+def test_train_rows_counts_the_real_rows_of_a_padded_shard(tmp_path):
+    session = _Session(str(tmp_path / "a"))
+    session.data["train"] = _PaddedData(0, pad=3)
+    spec = dataclasses.replace(_spec(tmp_path, epochs=2), train_rows=ROWS - 3)
+    train_loop_per_worker(spec, session=session)
+    assert [m["train_rows"] for m in session.reports] == [ROWS - 3, ROWS - 3]
+    assert all(math.isfinite(m["train_loss"]) for m in session.reports)
+
+
+# Non-finite loss: a clear error naming where, the value and the likely causes.
+
+
+def test_inf_in_the_inputs_fails_with_the_epoch_step_value_and_causes(tmp_path):
+    session = _Session(str(tmp_path / "a"))
+    session.data["train"].x[20, 1] = float("inf")  # in the third batch of 8 rows
+    stop = tmp_path / "run" / "stopped.json"
+    spec = dataclasses.replace(_spec(tmp_path, epochs=2), stop_file=str(stop))
+    with pytest.raises(NonFiniteLossError) as err:
+        train_loop_per_worker(spec, session=session)
+    msg = str(err.value)
+    assert "non-finite training loss (nan) at epoch 1, step 3 (rank 0)" in msg, msg
+    assert "allow_inf" in msg and "train.lr" in msg and "train.grad_clip_norm" in msg
+    assert "\n" not in msg and len(msg) < 500  # one line: every wrapper keeps it whole
+    assert session.reports == []
+    # Recorded for the restarted workers, which then end without training or reporting.
+    assert json.loads(stop.read_text())["message"] == msg
+    again = _Session(str(tmp_path / "b"))
+    train_loop_per_worker(spec, session=again)
+    assert again.reports == []
+
+
+def test_a_diverging_learning_rate_fails_instead_of_reporting_nan(tmp_path):
+    session = _Session(str(tmp_path / "a"))
+    spec = _spec(tmp_path, epochs=3, optimizer="sgd")
+    spec = spec.with_overrides({"train": {"lr": 1e12}})
+    with pytest.raises(NonFiniteLossError) as err:
+        train_loop_per_worker(spec, session=session)
+    msg = str(err.value)
+    assert "non-finite" in msg and "lower train.lr" in msg and "1e+12" in msg, msg
+    assert all(math.isfinite(m["train_loss"]) for m in session.reports)
+
+
+def test_non_finite_weights_after_an_epoch_fail_before_validation(tmp_path):
+    model = torch.nn.Linear(FEATURES, CLASSES)
+    parts = _parts(model)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="non-finite model weights after epoch 2"):
+        check_weights(model, "after epoch 2, step 10", parts.optimizer)
+    check_weights(torch.nn.Linear(2, 2), "after epoch 1", parts.optimizer)  # finite: fine
+
+
+class _WorkerGroupError(Exception):
+    """Ray Train V2's error for failed workers: tracebacks as text, errors by rank."""
+
+    def __init__(self, failures: dict[int, BaseException]):
+        super().__init__("Training failed due to worker errors:\n[Rank 1]\nTraceback ...")
+        self.worker_failures = failures
+
+
+def test_describe_failure_keeps_a_workers_message_whole():
+    msg = "non-finite training loss (nan) at epoch 2, step 7 (rank 1); likely causes: " + (
+        "x" * 600
+    )
+    exc = _WorkerGroupError(
+        {0: RuntimeError("gloo: connection closed"), 1: NonFiniteLossError(msg)}
+    )
+    tcfg = TrainConfig()
+    assert describe_failure(exc, tcfg) == msg
+    assert isinstance(worker_user_error(exc), NonFiniteLossError)
+    # Other failures keep their one-line summary.
+    assert describe_failure(RuntimeError("boom\n  at x"), tcfg) == "boom"
+
+
+class _FakeTrainer:
+    def __init__(self, stop_file: str | None = None, message: str | None = None):
+        self.stop_file, self.message = stop_file, message
+
+    def fit(self):
+        if self.message:  # a worker recorded it, then the restarted workers ended cleanly
+            record_stop(self.stop_file, self.message)
+        return "result"
+
+
+def test_checked_trainer_raises_the_recorded_failure_after_a_clean_restart(tmp_path):
+    stop = str(tmp_path / "run" / "stopped.json")
+    assert CheckedTrainer(_FakeTrainer(), stop).fit() == "result"
+    checked = CheckedTrainer(_FakeTrainer(stop, "non-finite training loss (inf) ..."), stop)
+    with pytest.raises(NonFiniteLossError, match=r"loss \(inf\)"):
+        checked.fit()
+    assert checked.message == "non-finite training loss (inf) ..."  # the rest is the trainer's
+    clear_stop(stop)
+    assert read_stop(stop) is None

@@ -7,7 +7,9 @@ MLflow: the trainer module wires reports to them.
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import math
 import os
 import random
@@ -23,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from rayline.errors import NonFiniteLossError
 from rayline.metrics import compute_metrics
 from rayline.train import checkpoints
 from rayline.train.models import build_model
@@ -32,9 +35,70 @@ from rayline.train.spec import LoopConfig
 if TYPE_CHECKING:
     from rayline.data.features import FittedPreprocessor
 
+log = logging.getLogger(__name__)
+
 WEIGHTS_FILE = "model.pt"
 STATE_FILE = "train_state.pt"
 COMPLETE_FILE = "COMPLETE"
+#: The column of a padded train split that weights each row's loss (see :func:`shard_plan`).
+WEIGHT_KEY = "w"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How one epoch's train rows spread over the DDP ranks (see :func:`shard_plan`).
+
+    Attributes:
+        pad_rows: Zero-weight rows appended to the split so that it divides by ``world``.
+        rows_per_rank: Rows each rank iterates per epoch, padding included.
+        micro_batches: Micro-batches each rank runs per epoch.
+        steps: Optimizer steps each rank takes per epoch (the same on every rank).
+    """
+
+    train_rows: int
+    world: int
+    pad_rows: int
+    rows_per_rank: int
+    micro_batches: int
+    steps: int
+
+
+def shard_plan(train_rows: int, world: int, batch_size: int, accum: int) -> ShardPlan:
+    """Rows, micro-batches and optimizer steps per rank for ``train_rows`` on ``world`` ranks.
+
+    Ray Train splits the train split with ``streaming_split(equal=True)`` (its
+    ``DataConfig``), which gives every rank the same number of rows by *dropping* the
+    ``train_rows % world`` rows left over: DDP needs every rank to take the same number of
+    optimizer steps (each step all-reduces the gradients), or the ranks with more rows wait
+    in a collective forever. So that every row is trained each epoch, the trainer appends
+    ``pad_rows = -train_rows % world`` copies of a train row with loss weight 0
+    (:data:`WEIGHT_KEY`; :func:`rayline.train.trainer.pad_train`): the split then divides
+    evenly, nothing is dropped, and every rank runs ``ceil(train_rows / world)`` rows in
+    the same number of micro-batches and steps.
+
+    How rows are weighted: each rank's micro-batch loss is ``sum(w_i * loss_i) / len(batch)``
+    with the padding rows in ``len(batch)``, and DDP averages the gradients over the ranks
+    (and accumulation over ``accum`` micro-batches), so every real row of a step enters
+    the gradient with weight ``1 / (len(batch) * accum * world)``, exactly as without
+    padding, and a padding row with weight 0. The per-row gradients therefore count each
+    real row once per epoch and the copies not at all. (Dividing by the real rows,
+    ``sum(w)``, instead would weight the rows that share a micro-batch with a copy more than
+    the same step's rows on the other ranks.) The one step that holds the copies sums to a
+    total weight short of 1 by ``pad_rows / (len(batch) * accum * world)``, under
+    ``1 / len(batch)``.
+    """
+    world = max(1, int(world))
+    pad = -int(train_rows) % world
+    rows = (int(train_rows) + pad) // world
+    micro = math.ceil(rows / batch_size)
+    return ShardPlan(
+        train_rows=int(train_rows),
+        world=world,
+        pad_rows=pad,
+        rows_per_rank=rows,
+        micro_batches=micro,
+        steps=max(1, math.ceil(micro / accum)),
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -257,24 +321,43 @@ class StepParts:
     use_bf16: bool
     device_type: str
 
+    def __post_init__(self) -> None:
+        # The same loss per row, for batches with a weight column (a padded train split).
+        self.row_loss_fn = copy.copy(self.loss_fn)
+        self.row_loss_fn.reduction = "none"
 
-def train_step(parts: StepParts, batch: dict[str, torch.Tensor], last_micro: bool) -> float:
+
+def train_step(
+    parts: StepParts, batch: dict[str, torch.Tensor], last_micro: bool
+) -> tuple[float, float]:
     """One micro-batch: forward (bf16 autocast when asked), loss, backward of ``loss / accum``.
 
     Gradients are all-reduced only on the micro-batch that steps the optimizer
     (``last_micro``); syncing every micro-batch would multiply the communication by
-    ``accum``. Returns the batch's summed loss (mean loss x rows): one device sync.
+    ``accum``. A batch with a :data:`WEIGHT_KEY` column (padding rows weigh 0) has the loss
+    ``sum(w * row loss) / len(batch)``, see :func:`shard_plan`. Returns the batch's summed
+    loss over its real rows and their number: one device sync.
     """
     model, x, y = parts.model, batch["x"], batch["y"]
+    w = batch.get(WEIGHT_KEY)
     sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
     with (
         sync,
         torch.autocast(device_type=parts.device_type, dtype=torch.bfloat16, enabled=parts.use_bf16),
     ):
         out = model(x)
-        loss = parts.loss_fn(out.squeeze(-1).float() if parts.regression else out.float(), y)
+        pred = out.squeeze(-1).float() if parts.regression else out.float()
+        if w is None:
+            loss = parts.loss_fn(pred, y)
+        else:
+            per_row = parts.row_loss_fn(pred, y).reshape(len(y), -1).mean(dim=1)
+            summed = (per_row * w).sum()
+            loss = summed / len(y)
         (loss / parts.accum).backward()
-    return loss.item() * len(y)
+    if w is None:
+        return loss.item() * len(y), float(len(y))
+    loss_sum, rows = torch.stack([summed.detach().double(), w.sum().double()]).tolist()
+    return loss_sum, rows
 
 
 def optimizer_step(parts: StepParts, global_step: int, epoch: int, ledger: _Ledger) -> int:
@@ -299,11 +382,17 @@ def train_epoch(
     history_dir: str | None,
     log_every: int | None,
     world: int,
+    rank: int = 0,
 ) -> tuple[torch.Tensor, int]:
     """One epoch of :func:`train_step` over ``batches``, an :func:`optimizer_step` every
     ``accum`` micro-batches (and one more for a leftover), step metrics every ``log_every``.
 
-    Returns ``[summed loss, rows]`` (float64, this rank's) and the new global step.
+    Returns ``[summed loss, rows]`` (float64, this rank's real rows) and the new global step.
+
+    Raises:
+        NonFiniteLossError: a micro-batch's loss is NaN or infinite (checked on the value
+            :func:`train_step` already brought to the host: no extra device sync), before its
+            gradients are applied.
     """
     parts.model.train()
     loss_sum = torch.zeros(2, dtype=torch.float64)
@@ -313,8 +402,13 @@ def train_epoch(
     for batch in batches:
         micro += 1
         last_micro = micro % parts.accum == 0
-        batch_loss = train_step(parts, batch, last_micro)
-        rows = len(batch["y"])
+        batch_loss, rows = train_step(parts, batch, last_micro)
+        if not math.isfinite(batch_loss):
+            raise non_finite_error(
+                f"training loss ({batch_loss})",
+                f"at epoch {epoch + 1}, step {global_step + 1} (rank {rank})",
+                parts.optimizer,
+            )
         loss_sum += torch.tensor([batch_loss, rows], dtype=torch.float64)
         window[0] += batch_loss
         window[1] += rows
@@ -330,6 +424,29 @@ def train_epoch(
         global_step = optimizer_step(parts, global_step, epoch, ledger)
         _log_step(history_dir, log_every, global_step, epoch, window, world, parts.optimizer)
     return loss_sum, global_step
+
+
+def non_finite_error(what: str, where: str, optimizer) -> NonFiniteLossError:
+    """The error for a NaN/inf ``what`` (e.g. ``"training loss (nan)"``) found ``where``."""
+    lr = float(optimizer.param_groups[0]["lr"])
+    return NonFiniteLossError(
+        f"non-finite {what} {where}; likely causes: non-finite or extreme inputs (a feature "
+        "with inf or huge values: check the schema's allow_inf and min/max bounds for the "
+        f"feature columns) or a learning rate too high (the rate was {lr:g}: lower train.lr "
+        "or set train.grad_clip_norm)"
+    )
+
+
+def check_weights(model: nn.Module, where: str, optimizer) -> None:
+    """Raise :class:`NonFiniteLossError` if any weight is NaN/inf (one device sync).
+
+    The losses are checked as they come; a last step of an epoch whose gradients blew up
+    leaves no loss to check before validation and the checkpoint, so the epoch ends with
+    this. DDP keeps the weights equal on every rank, so every rank raises together.
+    """
+    flags = [torch.isfinite(p.detach()).all() for p in model.parameters()]
+    if flags and not bool(torch.stack(flags).all()):
+        raise non_finite_error("model weights", where, optimizer)
 
 
 def validate(model: nn.Module, batches, prep: FittedPreprocessor, rank: int) -> dict[str, float]:
@@ -407,6 +524,15 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
     prep = spec.preprocessor()
     session = session or RaySession()
     rank, world = session.rank, session.world
+    if read_stop(spec.stop_file) is not None:
+        # A restarted worker group of a run that stopped on a deterministic failure: end
+        # at once (every rank alike, before any collective) instead of failing again, which
+        # Train would retry up to train.max_failures times (forever with -1). The driver
+        # raises the recorded error (rayline.train.trainer.make_trainer).
+        log.warning(
+            "rank %d: the run recorded a fatal error in %s; not training", rank, spec.stop_file
+        )
+        return
     seed = tcfg.seed
     seed_everything(seed)
     # Ray gives each worker OMP_NUM_THREADS = its CPUs; keep torch within that share so
@@ -419,9 +545,8 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
     accum = tcfg.grad_accum_steps
     batch_size = tcfg.batch_size
     epochs = tcfg.epochs
-    rows_per_rank = math.ceil(spec.train_rows / world)
-    steps_per_epoch = max(1, math.ceil(math.ceil(rows_per_rank / batch_size) / accum))
-    total_steps = epochs * steps_per_epoch
+    plan = shard_plan(spec.train_rows, world, batch_size, accum)
+    total_steps = epochs * plan.steps
     schedule, warmup = tcfg.lr_schedule, float(tcfg.warmup_fraction)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, schedule, warmup)
@@ -476,19 +601,34 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
 
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
-        loss_sum, global_step = train_epoch(
-            parts,
-            train_data.epoch(epoch),
-            epoch,
-            global_step,
-            ledger,
-            history_dir=history_dir,
-            log_every=tcfg.log_every_n_steps,
-            world=world,
-        )
+        try:
+            loss_sum, global_step = train_epoch(
+                parts,
+                train_data.epoch(epoch),
+                epoch,
+                global_step,
+                ledger,
+                history_dir=history_dir,
+                log_every=tcfg.log_every_n_steps,
+                world=world,
+                rank=rank,
+            )
+            check_weights(model, f"after epoch {epoch + 1}, step {global_step}", optimizer)
+        except NonFiniteLossError as exc:
+            # This rank fails the attempt now; ranks waiting for it in a collective are
+            # ended by Train with the worker group.
+            record_stop(spec.stop_file, str(exc))
+            raise
         elapsed = time.perf_counter() - started
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(loss_sum)
+        if rank == 0 and spec.train_rows and int(loss_sum[1]) != spec.train_rows:
+            log.warning(
+                "epoch %d trained %d rows of the %d in the train split",
+                epoch + 1,
+                int(loss_sum[1]),
+                spec.train_rows,
+            )
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "global_step": global_step,
@@ -598,6 +738,44 @@ def _fs(uri: str):
     from rayline.paths import filesystem
 
     return filesystem(uri)
+
+
+def record_stop(path: str | None, message: str) -> None:
+    """Record a deterministic failure's message at ``path`` (local or URI) for
+    :func:`read_stop`; best effort: the error is raised whether or not this succeeds."""
+    if not path:
+        return
+    try:
+        fs, inner = _fs(path)
+        fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(inner) as f:
+            f.write(json.dumps({"message": message}).encode())
+    except Exception:  # storage trouble must not hide the error itself
+        log.exception("could not record the failure in %s", path)
+
+
+def read_stop(path: str | None) -> str | None:
+    """The message :func:`record_stop` left at ``path``, or None."""
+    if not path:
+        return None
+    import pyarrow.fs as pafs
+
+    fs, inner = _fs(path)
+    if fs.get_file_info(inner).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(inner) as f:
+        return str(json.loads(f.read())["message"])
+
+
+def clear_stop(path: str | None) -> None:
+    """Remove a recorded failure (a new fit of the run starts without one)."""
+    if not path:
+        return
+    import pyarrow.fs as pafs
+
+    fs, inner = _fs(path)
+    if fs.get_file_info(inner).type == pafs.FileType.File:
+        fs.delete_file(inner)
 
 
 def write_history_row(directory: str, metrics: dict[str, Any]) -> None:

@@ -28,10 +28,15 @@ class LoopConfig:
         prep_json: The fitted preprocessor as JSON (see :meth:`preprocessor`).
         metric: The validation metric that ranks epochs and checkpoints.
         mode: Its direction, ``"min"`` or ``"max"``.
-        train_rows: Rows in the train split (sizes the LR schedule).
+        train_rows: Rows in the train split (sizes the LR schedule and the padding that
+            lets every rank train the same number of steps; see
+            :func:`rayline.train.loop.shard_plan`).
         ledger_dir: Where each rank records the steps it trained (local paths only).
         history_dir: Where rank 0 writes one metrics file per epoch (and per logged step).
         checkpoint_dir: Where rayline keeps checkpoints itself (``train.local_mode``).
+        stop_file: Where a rank records a deterministic failure (a non-finite loss), so that
+            Train's restarts end at once instead of repeating it; set by
+            :func:`rayline.train.trainer.make_trainer`.
         trial_id: The Tune trial this run is, if any (stamped into its checkpoints).
         started_at: Wall-clock start of the run (a trial's), for ``since_start_s``.
     """
@@ -45,6 +50,7 @@ class LoopConfig:
     ledger_dir: str | None = None
     history_dir: str | None = None
     checkpoint_dir: str | None = None
+    stop_file: str | None = None
     trial_id: str | None = None
     started_at: float | None = None
 

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from rayline.config import PipelineConfig
 from rayline.data.features import BatchTransform, FittedPreprocessor
 from rayline.data.stage import read_split
-from rayline.errors import TrainingError
+from rayline.errors import NonFiniteLossError, RaylineError, TrainingError, find_user_error
 from rayline.paths import filesystem, is_remote
 from rayline.train import checkpoints
-from rayline.train.loop import RAY_CONFIG_KEY, ray_train_loop, read_history
+from rayline.train.loop import (
+    RAY_CONFIG_KEY,
+    WEIGHT_KEY,
+    clear_stop,
+    ray_train_loop,
+    read_history,
+    read_stop,
+    shard_plan,
+)
 from rayline.train.spec import LoopConfig
 
 if TYPE_CHECKING:
@@ -54,6 +65,34 @@ def build_datasets(staged_path: str, prep: FittedPreprocessor) -> dict[str, Any]
     }
 
 
+class _Weight:
+    """The ``map_batches`` callable that adds a loss-weight column of ``value``."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = len(batch["y"])
+        return {**batch, WEIGHT_KEY: np.full(rows, self.value, dtype=np.float32)}
+
+
+def pad_train(ds: Any, pad_rows: int) -> Any:
+    """The train dataset with ``pad_rows`` zero-weight copies of its first rows appended.
+
+    Ray Train's even split across ranks drops the rows left over from dividing the split by
+    the number of ranks; with the copies it divides evenly and every real row is trained
+    (the weighting is explained in :func:`rayline.train.loop.shard_plan`). Without padding
+    the dataset is returned as it is (no weight column: every row weighs 1).
+    """
+    if pad_rows <= 0:
+        return ds
+    weighted = ds.map_batches(
+        _Weight(1.0), batch_format="numpy", batch_size=None, zero_copy_batch=True
+    )
+    copies = ds.limit(pad_rows).map_batches(_Weight(0.0), batch_format="numpy", batch_size=None)
+    return weighted.union(copies)
+
+
 def loop_config(
     cfg: PipelineConfig,
     prep: FittedPreprocessor,
@@ -90,8 +129,26 @@ def worker_resources(tcfg: TrainConfig) -> dict[str, float]:
     return {"CPU": tcfg.cpus_per_worker, **tcfg.resources_per_worker}
 
 
+def worker_user_error(exc: BaseException) -> RaylineError | None:
+    """The rayline error (e.g. a non-finite loss) that a worker raised inside ``exc``.
+
+    Ray Train V2 raises a ``WorkerGroupError`` whose ``worker_failures`` maps each failed
+    rank to the exception it raised; its text is the workers' tracebacks.
+    """
+    failures = getattr(exc, "worker_failures", None) or {}
+    for candidate in [exc, *(failures[r] for r in sorted(failures))]:
+        found = find_user_error(candidate)
+        if found is not None:
+            return found
+    return None
+
+
 def describe_failure(exc: BaseException, tcfg: TrainConfig) -> str:
-    """One line for people: what failed; for a placement timeout, what was waited for."""
+    """One line for people: what failed; a worker's rayline error (a non-finite loss) with
+    its message intact; for a placement timeout, what was waited for."""
+    user = worker_user_error(exc)
+    if user is not None:
+        return str(user)
     text = str(exc)
     if "worker group startup timed out" not in text.lower():
         return _first_line(exc)
@@ -116,6 +173,37 @@ def describe_failure(exc: BaseException, tcfg: TrainConfig) -> str:
     )
 
 
+#: The file under a run's directory where a worker records a deterministic failure.
+STOP_FILE = "stopped.json"
+
+
+class CheckedTrainer:
+    """A ``TorchTrainer`` whose ``fit()`` raises the failure the workers recorded.
+
+    A rank that meets a non-finite loss records it (``LoopConfig.stop_file``) and fails the
+    attempt. Ray Train restarts the worker group up to ``train.max_failures`` times (-1:
+    without end); the restarted workers find the record and return at once without
+    training, so the run ends after that one restart, and here ``fit()`` raises the
+    recorded :class:`~rayline.errors.NonFiniteLossError`. With ``max_failures: 0`` Ray
+    raises the worker's error itself (see :func:`describe_failure`). Everything else is the
+    wrapped trainer's.
+    """
+
+    def __init__(self, trainer: Any, stop_file: str):
+        self.trainer = trainer
+        self.stop_file = stop_file
+
+    def fit(self):
+        result = self.trainer.fit()
+        message = read_stop(self.stop_file)
+        if message is not None:
+            raise NonFiniteLossError(message)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.trainer, name)
+
+
 def make_trainer(
     loop_cfg: LoopConfig,
     datasets: dict[str, Any],
@@ -124,24 +212,33 @@ def make_trainer(
     name: str,
     mode: str,
     callbacks: list[Any] | None = None,
-):
+) -> CheckedTrainer:
     """A ``TorchTrainer`` for one training run; ``loop_cfg`` as from :func:`loop_config`.
 
     The workers receive it inside Ray Train's ``train_loop_config`` dict (see
-    :func:`rayline.train.loop.ray_train_loop`).
+    :func:`rayline.train.loop.ray_train_loop`). The train split is padded with zero-weight
+    rows to a multiple of the number of workers (:func:`pad_train`), so that Ray Train's
+    even split drops none of its rows.
     """
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchConfig, TorchTrainer
 
     tcfg = loop_cfg.train
+    world = 1 if tcfg.local_mode else tcfg.num_workers
+    plan = shard_plan(loop_cfg.train_rows, world, tcfg.batch_size, tcfg.grad_accum_steps)
+    if "train" in datasets:
+        datasets = {**datasets, "train": pad_train(datasets["train"], plan.pad_rows)}
+    stop_file = f"{storage_path.rstrip('/')}/{name}/{STOP_FILE}"
+    clear_stop(stop_file)  # a new fit of the run (a resume) starts without the old failure
+    loop_cfg = dataclasses.replace(loop_cfg, stop_file=stop_file)
     resources = worker_resources(tcfg)
     # Ray Train reads its worker-group start-up timeout from the environment of the process
     # that calls fit() (and forwards it to its controller); with it and a zero controller
     # failure budget, workers that cannot be placed fail the run after placement_timeout_s
     # instead of retrying every 60 s forever (Train V2's default budget is unlimited).
     os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = str(float(tcfg.placement_timeout_s))
-    return TorchTrainer(
+    trainer = TorchTrainer(
         ray_train_loop,
         train_loop_config={RAY_CONFIG_KEY: loop_cfg},
         # Local mode (num_workers=0) runs the loop in this process: no workers to start.
@@ -180,6 +277,7 @@ def make_trainer(
             callbacks=callbacks,
         ),
     )
+    return CheckedTrainer(trainer, stop_file)
 
 
 def fit(
@@ -194,6 +292,8 @@ def fit(
 
     Raises:
         TrainingError: the workers failed more often than ``train.max_failures`` allows.
+        NonFiniteLossError: the training loss became NaN/inf (a TrainingError; not retried
+            past one restart of the workers, see :class:`CheckedTrainer`).
     """
     local = cfg.train.local_mode
     loop_cfg = loop_config(
@@ -214,7 +314,12 @@ def fit(
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors in its own types
-        raise TrainingError(f"training failed: {describe_failure(exc, loop_cfg.train)}") from exc
+        kind = (
+            NonFiniteLossError
+            if isinstance(worker_user_error(exc), NonFiniteLossError)
+            else TrainingError
+        )
+        raise kind(f"training failed: {describe_failure(exc, loop_cfg.train)}") from exc
     # Ray keeps only the retained checkpoints' metrics; the per-epoch files have them all.
     history_dir = str(loop_cfg.history_dir)
     history = read_history(history_dir)
