@@ -13,29 +13,40 @@ import sys
 from rayline.config import load_config
 from rayline.errors import RaylineError
 from rayline.pipeline import run_pipeline
+from rayline.progress import console
 from rayline.summary import format_summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run the pipeline, print the summary; exit 2 on a user error."""
+    """Parse arguments, run the pipeline, print the summary; exit 2 on a user error.
+
+    The output is ``rayline run``'s: a line per stage start and end, epochs and sweep
+    progress live, the summary; Ray's own output goes to ``<run_dir>/ray.log`` unless
+    ``--verbose``.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="pipeline YAML config")
     parser.add_argument("--fail-on-reject", action="store_true", help="exit 3 if the gate rejects")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show Ray's, Tune's and MLflow's output"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        cfg = load_config(args.config, args.overrides)
-        logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
-        result = run_pipeline(cfg)
+        with console(args.verbose) as con:
+            cfg = load_config(args.config, args.overrides)
+            if args.verbose:
+                cfg.runtime.log_to_driver = True
+                logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
+            result = run_pipeline(cfg, on_stage=con.stage_done, on_stage_start=con.stage_started)
+            print(format_summary(result, cfg.registry.alias), file=con.out)
+            if con.log_path:
+                print(f"ray logs: {con.log_path}", file=con.out)
     except RaylineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_summary(result, cfg.registry.alias))
     if args.fail_on_reject and result.gate and not result.gate["passed"]:
         return 3
     return 0

@@ -7,18 +7,16 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rayline.errors import Interrupted, RaylineError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="rayline: raw data -> validated features -> distributed training -> gated MLflow champion.",
-)
+if TYPE_CHECKING:
+    from rayline.progress import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
 ConfigArg = Annotated[str, typer.Argument(help="Path to the pipeline YAML config.")]
 OverridesArg = Annotated[
@@ -27,12 +25,55 @@ OverridesArg = Annotated[
 ]
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("rayline").setLevel(logging.INFO)
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Show everything: rayline's logs, Ray's, Ray Data's, Tune's and MLflow's output "
+        "and warnings, and the traceback of an internal error.",
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")
+]
+
+
+def _versions() -> str:
+    """``rayline X (ray Y, torch Z, mlflow W)``, from the installed distributions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    from rayline import __version__
+
+    others = ", ".join(f"{name} {of(name)}" for name in ("ray", "torch", "mlflow"))
+    return f"rayline {__version__} ({others})"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(_versions())
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print rayline's, Ray's, torch's and MLflow's versions and exit.",
+        ),
+    ] = False,
+) -> None:
+    """rayline: raw data -> validated features -> distributed training -> gated MLflow champion."""
 
 
 def _fail(exc: Exception) -> None:
@@ -76,8 +117,21 @@ def _user_errors(verbose: bool = False) -> Iterator[None]:
         _crash(exc, verbose)
 
 
-def _stage_line(timing) -> None:
-    typer.echo(f"[rayline] {timing.name:<15} {timing.seconds:6.1f}s  {timing.label}", err=True)
+@contextmanager
+def _command(verbose: bool) -> Iterator[Console]:
+    """A command's body: its output routed (:mod:`rayline.progress`), errors as one line.
+
+    The streams are restored before an error is printed; inside, rayline writes to the
+    yielded console's ``out`` and ``err``.
+    """
+    from rayline.progress import console
+
+    with _user_errors(verbose), console(verbose) as con:
+        yield con
+
+
+def _echo(con: Console, text: str, nl: bool = True) -> None:
+    typer.echo(text, file=con.out, nl=nl)
 
 
 @app.command()
@@ -87,7 +141,7 @@ def run(
     fail_on_reject: Annotated[
         bool, typer.Option("--fail-on-reject", help="Exit 3 when the gate rejects the model.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs.")] = False,
+    verbose: VerboseOpt = False,
     no_cache: Annotated[
         bool,
         typer.Option("--no-cache", help="Compute every stage; reuse nothing from other runs."),
@@ -98,51 +152,75 @@ def run(
             "--until", help="Stop after this stage (e.g. features); a rerun goes on from there."
         ),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline and register the model; the champion moves only if the gate passes.
+
+    Prints a line as each stage starts and ends, training's epochs and a sweep's progress as
+    they happen, then the summary. Ray's, Tune's and MLflow's own output goes to
+    <run_dir>/ray.log (named in the summary); -v shows it, and the resolved config, too.
 
     Stages whose inputs match an earlier run's are reused from the cache; a failed or killed
     run run again with the same runtime.run_name resumes at the stage that did not finish.
     """
-    from rayline.config import load_config
-    from rayline.pipeline import run_pipeline
-    from rayline.summary import format_summary
+    with _command(verbose) as con:
+        from rayline.config import load_config
+        from rayline.pipeline import run_pipeline
+        from rayline.summary import format_summary
 
-    _setup_logging(verbose)
-    with _user_errors(verbose):
         cfg = load_config(config, overrides or [])
         if verbose:
             cfg.runtime.log_to_driver = True
+            logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
+        con.capture.tee = cfg.runtime.log_to_driver  # Ray's output on the console as well
         if no_cache:
             cfg.runtime.cache = False
-        logging.getLogger("rayline").info("resolved config:\n%s", cfg.to_yaml())
-        result = run_pipeline(cfg, on_stage=_stage_line, until=until)
-    typer.echo(format_summary(result, cfg.registry.alias))
+        result = run_pipeline(
+            cfg, on_stage=con.stage_done, until=until, on_stage_start=con.stage_started
+        )
+        if as_json:
+            _echo(con, json.dumps({**result.to_dict(), "ray_log": con.log_path}, default=str))
+        else:
+            text = format_summary(result, cfg.registry.alias)
+            _echo(con, text + (f"\nray logs: {con.log_path}" if con.log_path else ""))
     if fail_on_reject and result.gate and not result.gate["passed"]:
         raise typer.Exit(code=3)
 
 
 @app.command()
-def validate(config: ConfigArg, overrides: OverridesArg = None) -> None:
-    """Ingest and validate the data only; print the data report (JSON)."""
-    from rayline.config import load_config
-    from rayline.pipeline import run_validation
+def validate(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest and validate the data only; print the data report (JSON).
 
-    _setup_logging(False)
-    with _user_errors():
+    The report is the only thing on stdout (stage lines go to stderr, Ray's output to
+    <storage>/validate/<run>/ray.log); --json prints it on one line.
+    """
+    with _command(verbose) as con:
+        from rayline.config import load_config
+        from rayline.pipeline import run_validation
+
         cfg = load_config(config, overrides or [])
-        report = run_validation(cfg, on_stage=_stage_line)
-    typer.echo(json.dumps(report.to_dict(), indent=2))
+        if verbose:
+            cfg.runtime.log_to_driver = True
+        con.capture.tee = cfg.runtime.log_to_driver
+        report = run_validation(cfg, on_stage=con.stage_done, on_stage_start=con.stage_started)
+        _echo(con, json.dumps(report.to_dict(), indent=None if as_json else 2, default=str))
 
 
 @app.command("show-config")
-def show_config(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def show_config(
+    config: ConfigArg, overrides: OverridesArg = None, verbose: VerboseOpt = False
+) -> None:
     """Print the fully resolved config (defaults filled in, overrides applied)."""
-    from rayline.config import load_config
+    with _command(verbose) as con:
+        from rayline.config import load_config
 
-    with _user_errors():
         cfg = load_config(config, overrides or [])
-    typer.echo(cfg.to_yaml(), nl=False)
+        _echo(con, cfg.to_yaml(), nl=False)
 
 
 @app.command("demo-data")
@@ -150,12 +228,14 @@ def demo_data(
     out: Annotated[
         str, typer.Option(help="Directory to write the Parquet files to.")
     ] = "data/breast_cancer",
+    verbose: VerboseOpt = False,
 ) -> None:
     """Write the demo dataset (scikit-learn's breast cancer data) as Parquet."""
-    from rayline.demo import write_demo_dataset
+    with _command(verbose) as con:
+        from rayline.demo import write_demo_dataset
 
-    paths = write_demo_dataset(out)
-    typer.echo(f"wrote {len(paths)} Parquet file(s) to {out}")
+        paths = write_demo_dataset(out)
+        _echo(con, f"wrote {len(paths)} Parquet file(s) to {out}")
 
 
 schema_app = typer.Typer(no_args_is_help=True, help="The data contract.")
@@ -176,20 +256,20 @@ def schema_infer(
     endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible endpoint for s3:// paths.")
     ] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Infer a data contract from data; prints the `schema:` section as YAML.
 
     Example: rayline schema infer data/ > schema.yaml
     """
-    from rayline.config import RuntimeConfig
-    from rayline.data.infer import infer_schema, schema_yaml
-    from rayline.runtime import init_ray
+    with _command(verbose) as con:
+        from rayline.config import RuntimeConfig
+        from rayline.data.infer import infer_schema, schema_yaml
+        from rayline.runtime import init_ray
 
-    _setup_logging(False)
-    with _user_errors():
-        init_ray(RuntimeConfig())
+        init_ray(RuntimeConfig(log_to_driver=verbose))
         schema, rows = infer_schema(data, fmt, endpoint_url, max_categories)
-    typer.echo(schema_yaml(schema, " ".join(data), rows), nl=False)
+        _echo(con, schema_yaml(schema, " ".join(data), rows), nl=False)
 
 
 @data_app.command("synth")
@@ -204,17 +284,18 @@ def data_synth(
     config: Annotated[
         str | None, typer.Option(help="Also write a matching pipeline config here.")
     ] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Write a sharded synthetic dataset (numeric, categorical, nulls, learnable target)."""
-    from pathlib import Path
+    with _command(verbose) as con:
+        from pathlib import Path
 
-    from rayline.data.synth import config_yaml, write_synthetic
+        from rayline.data.synth import config_yaml, write_synthetic
 
-    with _user_errors():
         paths = write_synthetic(out, rows, cols, shards, seed)
         if config:
             Path(config).write_text(config_yaml(str(Path(out)), cols))
-    typer.echo(f"wrote {rows} rows x {cols} features in {len(paths)} file(s) to {out}")
+        _echo(con, f"wrote {rows} rows x {cols} features in {len(paths)} file(s) to {out}")
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="The stage cache under <storage>/cache.")
@@ -228,12 +309,14 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would go; dele
 
 
 @cache_app.command("list")
-def cache_list(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def cache_list(
+    config: ConfigArg, overrides: OverridesArg = None, verbose: VerboseOpt = False
+) -> None:
     """Every complete cache entry: stage, key, size, age, the run that made it, runs using it."""
-    from rayline import housekeeping
+    with _command(verbose) as con:
+        from rayline import housekeeping
 
-    with _user_errors():
-        typer.echo(housekeeping.cache_table(_load(config, overrides)))
+        _echo(con, housekeeping.cache_table(_load(config, overrides)))
 
 
 @cache_app.command("prune")
@@ -242,21 +325,24 @@ def cache_prune(
     overrides: OverridesArg = None,
     older_than: OlderThan = "7d",
     dry_run: DryRun = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Delete cache entries not used for --older-than."""
-    from rayline import housekeeping
+    with _command(verbose) as con:
+        from rayline import housekeeping
 
-    with _user_errors():
-        typer.echo(housekeeping.prune_cache(_load(config, overrides), older_than, dry_run))
+        _echo(con, housekeeping.prune_cache(_load(config, overrides), older_than, dry_run))
 
 
 @runs_app.command("list")
-def runs_list(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def runs_list(
+    config: ConfigArg, overrides: OverridesArg = None, verbose: VerboseOpt = False
+) -> None:
     """Runs: name, started, status per stage, model version, gate decision."""
-    from rayline import housekeeping
+    with _command(verbose) as con:
+        from rayline import housekeeping
 
-    with _user_errors():
-        typer.echo(housekeeping.runs_table(_load(config, overrides)))
+        _echo(con, housekeeping.runs_table(_load(config, overrides)))
 
 
 @runs_app.command("show")
@@ -264,12 +350,13 @@ def runs_show(
     name: Annotated[str, typer.Argument(help="The run's name (runtime.run_name).")],
     config: ConfigArg,
     overrides: OverridesArg = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """One run's record: each stage's status, time, cache key and origin; its summary."""
-    from rayline import housekeeping
+    with _command(verbose) as con:
+        from rayline import housekeeping
 
-    with _user_errors():
-        typer.echo(housekeeping.show_run(_load(config, overrides), name))
+        _echo(con, housekeeping.show_run(_load(config, overrides), name))
 
 
 @runs_app.command("prune")
@@ -278,15 +365,16 @@ def runs_prune(
     overrides: OverridesArg = None,
     older_than: OlderThan = "7d",
     dry_run: DryRun = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Delete run directories (staged data, checkpoints) not updated for --older-than.
 
     A run that a registered model version names (tag rayline.run_name) is always kept.
     """
-    from rayline import housekeeping
+    with _command(verbose) as con:
+        from rayline import housekeeping
 
-    with _user_errors():
-        typer.echo(housekeeping.prune_runs(_load(config, overrides), older_than, dry_run))
+        _echo(con, housekeeping.prune_runs(_load(config, overrides), older_than, dry_run))
 
 
 def _load(config: str, overrides: list[str] | None):

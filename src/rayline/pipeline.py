@@ -54,15 +54,19 @@ __all__ = [
 ]
 
 RESULT_FILE = "pipeline_result.json"
+CONFIG_FILE = "config.yaml"
 
 
 def run_validation(
-    cfg: PipelineConfig, on_stage: Callable[[StageTiming], None] | None = None
+    cfg: PipelineConfig,
+    on_stage: Callable[[StageTiming], None] | None = None,
+    on_stage_start: Callable[[str, Run], None] | None = None,
 ) -> DataReport:
     """Ingest and validate only (``rayline validate``): the data report, nothing trained."""
-    run = Run(cfg, on_stage, kind="validate")
+    run = Run(cfg, on_stage, kind="validate", on_stage_start=on_stage_start)
     init_ray(cfg.runtime)
     run.claim(resume=False)
+    write_text(f"{run.dir}/{CONFIG_FILE}", cfg.to_yaml())
     results = run_stages(run, VALIDATION)
     run.save(status="done", finished_at=now())
     return results["validate+split"]
@@ -72,6 +76,7 @@ def run_pipeline(
     cfg: PipelineConfig,
     on_stage: Callable[[StageTiming], None] | None = None,
     until: str | None = None,
+    on_stage_start: Callable[[str, Run], None] | None = None,
 ) -> PipelineResult:
     """Run every stage; return what was produced. The champion moves only if the gate passes.
 
@@ -81,6 +86,7 @@ def run_pipeline(
         until: Stop after this stage (``rayline run --until features``); the run is
             recorded as ``partial``, and running it again under the same name goes on
             from the next stage.
+        on_stage_start: Called with a stage's name and the :class:`Run` as it starts.
 
     Raises:
         RaylineError: a subclass naming what failed (config, data, cluster, training, MLflow).
@@ -88,8 +94,10 @@ def run_pipeline(
     from rayline.registry import flatten
 
     stages = _stages_until(cfg, until)
-    run = Run(cfg, on_stage)
+    run = Run(cfg, on_stage, on_stage_start=on_stage_start)
     run.claim()
+    # The resolved config beside the run (MLflow gets it as config/resolved_config.json).
+    write_text(f"{run.dir}/{CONFIG_FILE}", cfg.to_yaml())
     if (run.previous or {}).get("status") == "done":
         stored = read_text(f"{run.dir}/{RESULT_FILE}")
         if stored:

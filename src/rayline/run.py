@@ -148,6 +148,7 @@ class Run:
         cfg: The resolved pipeline config.
         on_stage: Called with each finished stage's timing (the CLI prints a line).
         kind: ``runs`` for pipeline runs, ``validate`` for ``rayline validate``.
+        on_stage_start: Called with a stage's name and this run as the stage starts.
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class Run:
         cfg: PipelineConfig,
         on_stage: Callable[[StageTiming], None] | None = None,
         kind: str = "runs",
+        on_stage_start: Callable[[str, Run], None] | None = None,
     ):
         self.cfg = cfg
         self.name = default_run_name(cfg)
@@ -176,6 +178,7 @@ class Run:
         self.registry: Any = None
         self.resources: dict[str, float] = {}
         self.on_stage = on_stage
+        self.on_stage_start = on_stage_start
         self.keys: dict[str, str] = {}
         self.record: dict[str, Any] = {}
         self.previous: dict[str, Any] | None = None
@@ -250,9 +253,12 @@ class Run:
     # -- timings ------------------------------------------------------------------------------
     @contextmanager
     def timed(self, name: str) -> Iterator[StageTiming]:
-        """Time a stage; report it to ``on_stage`` (or the log) when it ends."""
+        """Time a stage; report it to ``on_stage_start`` and ``on_stage`` (or the log)."""
         timing = StageTiming(name, 0.0)
-        log.info("stage %s: started", name)
+        if self.on_stage_start:
+            self.on_stage_start(name, self)
+        else:
+            log.info("stage %s: started", name)
         start = time.perf_counter()
         yield timing
         timing.seconds = time.perf_counter() - start

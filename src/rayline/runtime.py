@@ -36,12 +36,18 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
     """
     import ray
 
+    from rayline.progress import capturing
+
+    # Worker output is streamed to the driver when the console shows it (-v) and when a
+    # command captures it into <run_dir>/ray.log (rayline.progress); otherwise it stays in
+    # Ray's session logs only.
+    log_to_driver = cfg.log_to_driver or capturing()
     if not ray.is_initialized():
         address = cfg.address or os.environ.get("RAY_ADDRESS")
         try:
             if address:
                 log.info("connecting to Ray at %s", address)
-                ray.init(address=address, log_to_driver=cfg.log_to_driver)
+                ray.init(address=address, log_to_driver=log_to_driver)
             else:
                 num_cpus = cfg.num_cpus or default_local_cpus()
                 # Train V2's controller picks up each ray.train.report() only when it polls
@@ -57,7 +63,7 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                     address="local",
                     num_cpus=num_cpus,
                     object_store_memory=cfg.object_store_memory,
-                    log_to_driver=cfg.log_to_driver,
+                    log_to_driver=log_to_driver,
                     **_dashboard_options(cfg.dashboard),
                 )
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -66,8 +72,19 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                 f"could not start or reach Ray {where}: {exc}. Check runtime.address / "
                 "RAY_ADDRESS (unset both to run locally) and that the cluster is up (`ray status`)."
             ) from None
+        log.info("Ray's session logs: %s", _session_logs())
     _configure_ray_data()
     return dict(ray.cluster_resources())
+
+
+def _session_logs() -> str | None:
+    """The local Ray session's log directory (raylet, GCS, every worker's output)."""
+    try:
+        import ray
+
+        return ray._private.worker._global_node.get_logs_dir_path()
+    except Exception:  # connected to a remote cluster, or Ray moved it
+        return None
 
 
 def _dashboard_options(enabled: bool) -> dict[str, Any]:

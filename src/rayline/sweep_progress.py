@@ -10,8 +10,8 @@ writing one local sqlite store hit "database is locked"):
   tag ``rayline.sweep.best_trial``) and the counts (``sweep.trials_*``);
 * a restored sweep finds each trial's run by its tag under the same parent and goes on
   logging into it, so a trial never gets two runs;
-* a line per change on the ``rayline.sweep`` logger: trials done / running / stopped early /
-  failed, and the best so far.
+* a line per change on the ``rayline.sweep`` logger, which ``rayline run`` shows by default
+  (:func:`progress_line`): trials done / running (/ stopped early / failed), the best so far.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import math
 from typing import Any
 
 from ray import tune
+
+from rayline.progress import line
 
 log = logging.getLogger("rayline.sweep")
 
@@ -44,6 +46,21 @@ def trial_outcome(epochs_run: int, planned: int, error: str | None, early_stoppe
     if epochs_run < planned:
         return "stopped early (scheduler)"
     return "completed"
+
+
+def progress_line(
+    counts: dict[str, int], total: int, metric: str, best: tuple[float, str] | None
+) -> str:
+    """``tune  trials 3/8 done, 2 running, 1 failed; best val_log_loss=0.4556 (trial x)``.
+
+    Stopped-early and failed counts appear once there are any.
+    """
+    parts = [f"trials {counts['done']}/{total} done", f"{counts['running']} running"]
+    parts += [f"{counts[k]} {k}" for k in ("stopped early", "failed") if counts.get(k)]
+    text = ", ".join(parts)
+    if best:
+        text += f"; best val_{metric}={best[0]:.4f} (trial {best[1]})"
+    return line("tune", text)
 
 
 class SweepProgress(tune.Callback):
@@ -78,6 +95,7 @@ class SweepProgress(tune.Callback):
         self.results = 0
         self.last_epoch: dict[str, int] = {}
         self.status: dict[str, str] = {}
+        self._last_line = ""
 
     # Tune pickles its callbacks with the experiment; the MLflow client is made afresh.
     def __getstate__(self) -> dict[str, Any]:
@@ -205,21 +223,10 @@ class SweepProgress(tune.Callback):
         return out
 
     def _line(self, trials: list) -> None:
-        c = self._counts()
-        best = (
-            f"; best val_{self.metric}={self.best[0]:.4f} (trial {self.best[1]})"
-            if self.best
-            else ""
-        )
-        log.info(
-            "sweep: %d/%d done, %d running, %d stopped early, %d failed%s",
-            c["done"],
-            self.total,
-            c["running"],
-            c["stopped early"],
-            c["failed"],
-            best,
-        )
+        text = progress_line(self._counts(), self.total, self.metric, self.best)
+        if text != self._last_line:  # one line per change
+            self._last_line = text
+            log.info(text)
 
     @staticmethod
     def _safe(fn, *args) -> Any:

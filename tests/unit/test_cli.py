@@ -96,3 +96,184 @@ def test_readme_config_reference_matches_the_models():
     assert start in readme and end in readme
     block = readme.split(start, 1)[1].split(end, 1)[0]
     assert block == config_reference(), "README config reference is stale: run `make docs`"
+
+
+# -- output: --version, --verbose everywhere, --json, what reaches the console ----------------
+def _commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        if getattr(cmd, "commands", None):
+            yield from _commands(cmd, (*prefix, name))
+        else:
+            yield " ".join((*prefix, name)), cmd
+
+
+def test_version_names_rayline_ray_torch_and_mlflow():
+    from importlib.metadata import version
+
+    res = rayline("--version")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.strip()
+    assert out.startswith("rayline ") and len(out.splitlines()) == 1
+    for dist in ("ray", "torch", "mlflow"):
+        assert f"{dist} {version(dist)}" in out
+
+
+def test_every_command_takes_verbose():
+    import typer.main
+
+    from rayline.cli import app
+
+    commands = dict(_commands(typer.main.get_command(app)))
+    assert {"run", "validate", "show-config", "schema infer", "runs list"} <= set(commands)
+    for name, cmd in commands.items():
+        opts = {o for p in cmd.params for o in p.opts}
+        assert {"--verbose", "-v"} <= opts, f"`rayline {name}` has no --verbose/-v"
+    res = rayline("show-config", "jobs/configs/demo.yaml", "-v")
+    assert res.returncode == 0 and yaml.safe_load(res.stdout)["name"], res.stderr
+
+
+def test_validate_json_is_the_only_thing_on_stdout(tmp_path, monkeypatch):
+    """Library noise printed during the run goes to ray.log, stage lines to stderr, and
+    stdout is exactly one JSON document."""
+    import json
+    import logging
+    import types
+
+    from typer.testing import CliRunner
+
+    import rayline.pipeline
+    from rayline.cli import app
+    from rayline.data.stage import DataReport
+    from rayline.run import StageTiming
+
+    def fake_validation(cfg, on_stage=None, on_stage_start=None):
+        run = types.SimpleNamespace(local_dir=tmp_path / "run")
+        for name in ("ingest", "validate+split"):
+            on_stage_start(name, run)
+            print("(raylet) WARNING: 8 PYTHON worker processes have been started")
+            sys.stderr.write("Downloading artifacts: 100%|##########| 1/1\r\n")
+            logging.getLogger("ray.data").warning("Progress bars disabled")
+            on_stage(StageTiming(name, 0.5, "ok"))
+        return DataReport(["a.parquet"], "f", 10, 10, 0, {"train": 10}, 0.0, 0.05)
+
+    monkeypatch.setattr(rayline.pipeline, "run_validation", fake_validation)
+    res = CliRunner().invoke(app, ["validate", "jobs/configs/demo.yaml", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["rows_in"] == 10 and report["splits"] == {"train": 10}
+    assert len(res.stdout.strip().splitlines()) == 1
+    lines = res.stderr.splitlines()
+    assert lines == [
+        "[rayline] ingest          started",
+        "[rayline] ingest             0.5s  ok",
+        "[rayline] validate+split  started",
+        "[rayline] validate+split     0.5s  ok",
+    ], res.stderr
+    logged = (tmp_path / "run" / "ray.log").read_text()
+    assert "PYTHON worker processes" in logged and "Downloading artifacts" in logged
+    assert "Progress bars disabled" in logged
+
+
+def test_captured_errors_still_reach_the_console(tmp_path):
+    import io
+
+    from rayline.progress import Capture
+
+    console = io.StringIO()
+    cap = Capture(console, tee=False)
+    cap.write("2026-01-01 INFO worker.py:1 -- Started a local Ray instance.\n")
+    cap.write('(pid=1) Traceback (most recent call last):\n  File "x.py", line 1\n')
+    cap.write("ValueError: boom\nafter\n")
+    cap.write("2026-01-01\tERROR worker.py:2 -- a task failed\n")
+    cap.attach(str(tmp_path / "ray.log"))
+    cap.close_file()
+    assert console.getvalue().splitlines() == [
+        "(pid=1) Traceback (most recent call last):",
+        '  File "x.py", line 1',
+        "ValueError: boom",
+        "2026-01-01\tERROR worker.py:2 -- a task failed",
+    ]
+    logged = (tmp_path / "ray.log").read_text()
+    assert "Started a local Ray instance" in logged and "after" in logged
+
+
+def test_console_shows_rayline_warnings_and_errors_but_not_library_chatter(tmp_path, monkeypatch):
+    import io
+    import logging
+
+    from rayline.progress import console
+
+    err, out = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    with console(False) as con:
+        con.attach(tmp_path)
+        logging.getLogger("rayline.pipeline").info("resolved config: ...")
+        logging.getLogger("rayline.pipeline").warning("waiting for autoscaling")
+        logging.getLogger("ray.tune").warning("a Tune warning")
+        logging.getLogger("mlflow").error("MLflow is down")
+        logging.getLogger("rayline.sweep").info("tune            trials 1/2 done")
+        print("Successfully registered model 'churn'.")
+    assert sys.stderr is err and sys.stdout is out  # restored
+    shown = err.getvalue().splitlines()
+    assert shown[0] == "[rayline] warning: waiting for autoscaling"
+    assert shown[1].endswith("ERROR mlflow: MLflow is down")
+    assert shown[2:] == ["[rayline] tune            trials 1/2 done"]
+    assert out.getvalue() == ""
+    logged = (tmp_path / "ray.log").read_text()
+    for text in ("resolved config", "a Tune warning", "registered model", "MLflow is down"):
+        assert text in logged
+
+
+def test_console_filter_levels():
+    import logging
+
+    from rayline.progress import _ConsoleFilter
+
+    def rec(name, level):
+        return logging.LogRecord(name, level, __file__, 1, "m", None, None)
+
+    quiet, loud = _ConsoleFilter(False), _ConsoleFilter(True)
+    assert quiet.filter(rec("rayline.progress", logging.INFO))
+    assert quiet.filter(rec("rayline.sweep", logging.INFO))
+    assert quiet.filter(rec("rayline.pipeline", logging.WARNING))
+    assert not quiet.filter(rec("rayline.pipeline", logging.INFO))
+    assert not quiet.filter(rec("ray.tune", logging.WARNING))
+    assert quiet.filter(rec("mlflow", logging.ERROR))
+    assert loud.filter(rec("ray.tune", logging.INFO))
+
+
+def test_epoch_watcher_prints_new_epochs_once(tmp_path, caplog):
+    import json
+    import logging
+
+    from rayline.progress import EpochWatcher
+
+    hist = tmp_path / "history"
+    hist.mkdir()
+    (hist / "epoch-00001.json").write_text(json.dumps({"epoch": 1, "val_metric": 0.9}))
+    watcher = EpochWatcher(str(hist), epochs=3, metric="log_loss")  # epoch 1: from before
+    caplog.set_level(logging.INFO, logger="rayline.progress")
+    for epoch, score in ((2, 0.61234), (3, 0.5)):
+        row = {"epoch": epoch, "val_log_loss": score, "val_metric": score, "train_loss": 0.7}
+        (hist / f"epoch-{epoch:05d}.json").write_text(json.dumps(row))
+    watcher.poll()
+    watcher.poll()
+    assert [r.getMessage() for r in caplog.records] == [
+        "train           epoch 2/3  val_log_loss=0.6123  train_loss=0.7000",
+        "train           epoch 3/3  val_log_loss=0.5000  train_loss=0.7000",
+    ]
+
+
+def test_sweep_progress_line_is_short():
+    from rayline.sweep_progress import progress_line
+
+    counts = {"done": 3, "running": 2, "stopped early": 0, "failed": 1}
+    assert progress_line(counts, 8, "log_loss", (0.45561, "a_00002")) == (
+        "tune            trials 3/8 done, 2 running, 1 failed; "
+        "best val_log_loss=0.4556 (trial a_00002)"
+    )
+    counts = {"done": 0, "running": 1, "stopped early": 0, "failed": 0}
+    assert (
+        progress_line(counts, 8, "log_loss", None) == "tune            trials 0/8 done, 1 running"
+    )

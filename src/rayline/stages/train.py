@@ -113,14 +113,17 @@ class Train(_Training):
         return not cfg.tune.enabled
 
     def compute(self, run, inputs, out) -> Trained:
+        from rayline.progress import watch_epochs
         from rayline.train import trainer
 
         report = inputs["validate+split"]
         storage = f"{run.dir}/train"
-        best = trainer.fit(
-            run.cfg, inputs["features"], report.staged_path, storage, "train",
-            report.splits["train"],
-        )  # fmt: skip
+        # The loop writes each epoch's metrics under <storage>/<name>/history: a line each.
+        with watch_epochs(f"{storage}/train/history", run.cfg.train.epochs, run.cfg.metric):
+            best = trainer.fit(
+                run.cfg, inputs["features"], report.staged_path, storage, "train",
+                report.splits["train"],
+            )  # fmt: skip
         return Trained(best, _keep(run, best.checkpoint_path, storage, out))
 
     def summary(self, run, result: Trained) -> str:
