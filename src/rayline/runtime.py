@@ -66,11 +66,18 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                     log_to_driver=log_to_driver,
                     **_dashboard_options(cfg.dashboard),
                 )
-        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        except Exception as exc:  # Ray raises plain Exception when its start-up times out
             where = f"at '{address}'" if address else "locally"
+            hint = (
+                "Check runtime.address / RAY_ADDRESS (unset both to run locally) and that the "
+                "cluster is up (`ray status`)."
+                if address
+                else "A local Ray that does not come up in time usually means an overloaded "
+                "machine: retry, or lower runtime.num_cpus; Ray's own logs are under "
+                "/tmp/ray/session_latest/logs."
+            )
             raise ClusterError(
-                f"could not start or reach Ray {where}: {exc}. Check runtime.address / "
-                "RAY_ADDRESS (unset both to run locally) and that the cluster is up (`ray status`)."
+                f"could not start or reach Ray {where}: {type(exc).__name__}: {exc}. {hint}"
             ) from None
         log.info("Ray's session logs: %s", _session_logs())
     _configure_ray_data()
