@@ -232,10 +232,11 @@ def test_local_mode_trains_in_process_keeps_its_checkpoints_and_resumes(staged):
 
 
 def test_ddp_workers_train_every_row_of_an_odd_train_split(tiny_odd):
-    # Ray Train's even split across ranks would drop the leftover rows (1 of 2 ranks' odd
-    # split, 1-2 of 3); zero-weight copies pad the split instead, so every row is trained.
+    # Ray Train's even split across ranks would drop the leftover row of an odd split;
+    # zero-weight copies pad the split instead, so every row is trained. (Other world
+    # sizes: tests/unit/test_loop.py checks shard_plan for 1-5 ranks.)
     rows = tiny_odd["report"].splits["train"]
-    for workers, epochs in ((2, 2), (3, 1)):
+    for workers, epochs in ((2, 2),):
         res = _fit(tiny_odd, f"odd-{workers}", epochs=epochs, num_workers=workers, batch_size=32)
         history = sorted(res.history, key=lambda r: r["epoch"])
         assert [r["epoch"] for r in history] == list(range(1, epochs + 1))

@@ -132,6 +132,18 @@ def test_every_command_takes_verbose():
     assert res.returncode == 0 and yaml.safe_load(res.stdout)["name"], res.stderr
 
 
+def _as_in_a_fresh_process(monkeypatch, *names: str) -> None:
+    """Undo what an earlier ``import ray`` / ``ray.init`` in this pytest process did to
+    library loggers (own handlers on the streams of that time, ``propagate=False``): a CLI
+    process captures its streams before Ray configures them."""
+    import logging
+
+    for name in names:
+        lg = logging.getLogger(name)
+        monkeypatch.setattr(lg, "handlers", [])
+        monkeypatch.setattr(lg, "propagate", True)
+
+
 def test_validate_json_is_the_only_thing_on_stdout(tmp_path, monkeypatch):
     """Library noise printed during the run goes to ray.log, stage lines to stderr, and
     stdout is exactly one JSON document."""
@@ -157,6 +169,7 @@ def test_validate_json_is_the_only_thing_on_stdout(tmp_path, monkeypatch):
         return DataReport(["a.parquet"], "f", 10, 10, 0, {"train": 10}, 0.0, 0.05)
 
     monkeypatch.setattr(rayline.pipeline, "run_validation", fake_validation)
+    _as_in_a_fresh_process(monkeypatch, "ray", "ray.data")
     res = CliRunner().invoke(app, ["validate", "jobs/configs/demo.yaml", "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
@@ -206,6 +219,7 @@ def test_console_shows_rayline_warnings_and_errors_but_not_library_chatter(tmp_p
     err, out = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     monkeypatch.setattr(sys, "stdout", out)
+    _as_in_a_fresh_process(monkeypatch, "ray", "ray.tune", "mlflow")
     with console(False) as con:
         con.attach(tmp_path)
         logging.getLogger("rayline.pipeline").info("resolved config: ...")
