@@ -223,12 +223,18 @@ class StageCache:
             pass
         self.fs.delete_dir(inner)
 
-    def prune(self, older_than_s: float, keep: set[str] = frozenset()) -> list[Entry]:
-        """Delete entries not used for ``older_than_s`` seconds, except keys in ``keep``."""
+    def prune(
+        self, older_than_s: float, keep: set[str] = frozenset(), dry_run: bool = False
+    ) -> list[Entry]:
+        """Delete entries not used for ``older_than_s`` seconds, except keys in ``keep``.
+
+        With ``dry_run`` nothing is deleted; the entries that would go are returned.
+        """
         cutoff = time.time() - older_than_s
         gone = [e for e in self.entries() if e.last_used < cutoff and e.key not in keep]
-        for e in gone:
-            self.remove(e.stage, e.key)
+        if not dry_run:
+            for e in gone:
+                self.remove(e.stage, e.key)
         return gone
 
 

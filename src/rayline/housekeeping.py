@@ -109,11 +109,7 @@ def cache_table(cfg: PipelineConfig) -> str:
 def prune_cache(cfg: PipelineConfig, older_than: str, dry_run: bool = False) -> str:
     """Delete cache entries not used for ``older_than``; say what went."""
     cache = StageCache(f"{resolve_storage(cfg.runtime.storage_path)}/cache")
-    cutoff = time.time() - _age(older_than)
-    old = [e for e in cache.entries() if e.last_used < cutoff]
-    if not dry_run:
-        for e in old:
-            cache.remove(e.stage, e.key)
+    old = cache.prune(_age(older_than), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     lines = [
         f"{verb} {e.stage} {e.key[:12]} ({_size(e.bytes)}, used {_ago(e.last_used)})" for e in old

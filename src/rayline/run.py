@@ -229,10 +229,6 @@ class Run:
         self.record["updated_at"] = now()
         write_text(f"{self.dir}/{RECORD}", json.dumps(self.record, indent=2, default=str))
 
-    def stage_record(self, name: str) -> dict[str, Any]:
-        """What the record says about stage ``name`` (from this or an earlier attempt)."""
-        return self.record.get("stages", {}).get(name, {})
-
     def set_stage(self, name: str, **fields: Any) -> None:
         """Record a stage's status (``running``, ``done``, ``failed``) and details."""
         stages = self.record.setdefault("stages", {})
