@@ -117,9 +117,9 @@ def peer_batches(files: list[str], prep: Any, batch_size: int):
 def rayline_batches(staged_path: str, prep: Any, batch_size: int):
     """rayline's training data path over the staged train split."""
     from rayline.train.loop import batch_iter_options
-    from rayline.train.trainer import build_datasets
+    from rayline.train.trainer import as_datasets, build_datasets
 
-    ds = build_datasets(staged_path, prep)["train"]
+    ds = as_datasets(build_datasets(staged_path, prep))["train"]
     for batch in ds.iter_torch_batches(**batch_iter_options(batch_size)):
         yield batch["x"], batch["y"]
 

@@ -205,6 +205,17 @@ def peer_loop(config: dict[str, Any]) -> None:
         ray.train.report({"epoch": epoch + 1, "samples_per_s": rows / elapsed})
 
 
+def peer_train_dataset(staged_path: str, prep) -> Any:
+    """Plain Ray Data for the peer: ``read_parquet -> map_batches`` of the same transform."""
+    from rayline.data.features import BatchTransform
+    from rayline.data.stage import read_split
+
+    columns = prep.input_columns + [prep.target]
+    return read_split(staged_path, "train", columns=columns).map_batches(
+        BatchTransform(prep), batch_format="pandas"
+    )
+
+
 def run_peer(
     datasets: dict, prep, model_cfg: dict, args: argparse.Namespace, storage: str
 ) -> dict[str, Any]:
@@ -359,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
     from rayline.data.ingest import fingerprint, resolve_sources
     from rayline.data.stage import read_split, split_path, stage
     from rayline.runtime import init_ray
-    from rayline.train.trainer import build_datasets
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rayline-bench-") as tmp:
@@ -409,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             nice = ray_worker_nice()
             limit_a = run_limit(x, y, model_cfg, prep, args, nice)
             peer = run_peer(
-                build_datasets(report.staged_path, prep), prep, model_cfg, args, storage
+                {"train": peer_train_dataset(report.staged_path, prep)},
+                prep,
+                model_cfg,
+                args,
+                storage,
             )
             rl = run_rayline(cfg, prep, report.staged_path, train_rows, storage, "rayline")
             # The limit again, after the Ray rows: the better of the two is the ceiling.

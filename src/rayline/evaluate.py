@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from rayline.data.features import BatchTransform, FittedPreprocessor
-from rayline.data.stage import read_split
+from rayline.data.stage import IN_PROCESS_MAX_ROWS, read_split, read_split_frame
 from rayline.inference import Predictor, output_from_frame
 from rayline.metrics import compute_metrics
 from rayline.train.loop import WEIGHTS_FILE
@@ -49,7 +49,7 @@ class EvalReport:
 #: Data's actor start-up (a worker importing torch and, for the champion, MLflow) costs
 #: 10-30 s on a small machine, while scoring 100k rows of a tabular model takes well under
 #: a second. Larger splits stream through Ray Data with one actor for both models.
-DRIVER_MAX_ROWS = 200_000
+DRIVER_MAX_ROWS = IN_PROCESS_MAX_ROWS
 
 
 @dataclass
@@ -120,23 +120,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
-def _read_local(
-    staged_path: str, split: str = "test", columns: list[str] | None = None
-) -> pd.DataFrame:
-    """One split as one pandas frame, read with pyarrow (no Ray Data job)."""
-    import pyarrow.dataset as pads
-
-    from rayline.data.stage import split_path
-    from rayline.data.validate import REASON_COL, RULES_COL, SOURCE_COL
-    from rayline.paths import filesystem
-
-    fs, inner = filesystem(split_path(staged_path, split))
-    dataset = pads.dataset(inner, filesystem=fs, format="parquet", partitioning=None)
-    table = dataset.to_table(columns=columns)
-    drop = [c for c in (REASON_COL, RULES_COL, SOURCE_COL) if c in table.column_names]
-    return table.drop_columns(drop).to_pandas()
-
-
 def score(
     staged_path: str,
     prep: FittedPreprocessor,
@@ -165,7 +148,7 @@ def score(
         "uri": uri,
     }
     if test_rows is not None and test_rows <= DRIVER_MAX_ROWS:
-        frame = _read_local(staged_path)
+        frame = read_split_frame(staged_path, "test")
         scorer = _Scorer(**kwargs)
         parts = [scorer(frame.iloc[i : i + batch_size]) for i in range(0, len(frame), batch_size)]
     else:
@@ -212,7 +195,7 @@ def baseline_metrics(
     def arrays(split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         rows = (splits or {}).get(split)
         if rows is not None and rows <= DRIVER_MAX_ROWS:
-            frame = _read_local(staged_path, split, columns)
+            frame = read_split_frame(staged_path, split, columns)
             if limit:
                 frame = frame.iloc[:limit]
             b = BatchTransform(prep)(frame)

@@ -28,6 +28,7 @@ from rayline.train.trainer import (
     SCORE_KEY,
     TrainResult,
     _first_line,
+    as_datasets,
     build_datasets,
     describe_failure,
     loop_config,
@@ -263,7 +264,7 @@ def _trial(
             history_dir=f"{storage_path}/trial-{trial_id}/history",
         )
         session = TuneLocalSession(
-            datasets, use_gpu=loop_cfg.train.use_gpu, checkpoints=tune_checkpoints
+            as_datasets(datasets), use_gpu=loop_cfg.train.use_gpu, checkpoints=tune_checkpoints
         )
         try:
             train_loop_per_worker(loop_cfg, session=session)

@@ -39,7 +39,7 @@ def small_store_ray():
 def test_larger_than_object_store_streams_through_with_every_row_counted(small_store_ray, tmp_path):
     from rayline.data.stage import read_split
     from rayline.train.loop import batch_iter_options
-    from rayline.train.trainer import build_datasets
+    from rayline.train.trainer import as_datasets, build_datasets
 
     files = write_synthetic(tmp_path / "data", ROWS, COLS, shards=6)
     decoded = sum(pq.read_metadata(f).num_rows for f in files) * (COLS + 2) * 8
@@ -53,9 +53,9 @@ def test_larger_than_object_store_streams_through_with_every_row_counted(small_s
         report = stage(cfg, sources, fingerprint(sources), str(tmp_path / "run"))
         prep = _fit(cfg, report.staged_path)
         seen = 0
-        for batch in build_datasets(report.staged_path, prep)["train"].iter_torch_batches(
-            **batch_iter_options(8192)
-        ):
+        for batch in as_datasets(build_datasets(report.staged_path, prep))[
+            "train"
+        ].iter_torch_batches(**batch_iter_options(8192)):
             assert batch["x"].shape[1] == prep.output_dim
             seen += len(batch["y"])
     assert report.rows_in == ROWS == sum(report.rows_by_source.values())

@@ -12,7 +12,7 @@ import numpy as np
 
 from rayline.config import PipelineConfig
 from rayline.data.features import BatchTransform, FittedPreprocessor
-from rayline.data.stage import read_split
+from rayline.data.stage import IN_PROCESS_MAX_ROWS, read_split, read_split_frame, split_rows
 from rayline.errors import NonFiniteLossError, RaylineError, TrainingError, find_user_error
 from rayline.paths import filesystem, is_remote
 from rayline.train import checkpoints
@@ -53,16 +53,79 @@ class TrainResult:
 TRANSFORM_BATCH_ROWS = 65536
 
 
+#: Bytes of features (float32) a split may hold to be built in memory (see
+#: :func:`build_datasets`); above it, or above ``IN_PROCESS_MAX_ROWS`` rows, it streams.
+IN_MEMORY_MAX_BYTES = 256 * 2**20
+
+
+@dataclass
+class InMemorySplit:
+    """A small split's ``{"x", "y"}`` arrays, transformed once in the process that built it.
+
+    It becomes a Ray Dataset (:meth:`dataset`) only where the training run is set up, after
+    padding, so a trial hands Ray Train in-memory blocks and starts no Ray Data task.
+    """
+
+    batch: dict[str, np.ndarray]
+
+    @property
+    def rows(self) -> int:
+        return len(self.batch["y"])
+
+    def dataset(self, pad_rows: int = 0) -> Any:
+        """The split as one in-memory Ray Data block; with ``pad_rows`` zero-weight copies
+        of its first rows appended, as :func:`pad_train` does to a streamed split."""
+        import ray.data
+        from ray.data.block import BlockAccessor
+
+        batch = self.batch
+        if pad_rows > 0:
+            rows = self.rows
+            copies = np.arange(pad_rows) % max(rows, 1)
+            batch = {k: np.concatenate([v, v[copies]]) for k, v in batch.items()}
+            batch[WEIGHT_KEY] = np.concatenate(
+                [np.ones(rows, dtype=np.float32), np.zeros(pad_rows, dtype=np.float32)]
+            )
+        return ray.data.from_arrow(BlockAccessor.batch_to_block(batch))
+
+
 def build_datasets(staged_path: str, prep: FittedPreprocessor) -> dict[str, Any]:
-    """Lazy train/val datasets of ``{"x", "y"}`` batches, read only for the columns used."""
+    """The train/val splits as training reads them: ``{"x", "y"}`` batches of the used columns.
+
+    A split of at most ``IN_PROCESS_MAX_ROWS`` rows and ``IN_MEMORY_MAX_BYTES`` of features
+    is read with pyarrow and transformed here, in one pass, into an :class:`InMemorySplit`;
+    a larger one is a lazy Ray Dataset (``read_parquet -> map_batches``) that every worker
+    streams. Measured on the demo (394 train rows, 2 trials of 2 DDP workers on 2 cores),
+    the streamed splits cost each trial 50-80 s of Ray Data task start-up before its
+    first epoch; the in-memory ones start none (benchmarks/RESULTS.md).
+    """
     columns = prep.input_columns + [prep.target]
     transform = BatchTransform(prep)
-    return {
-        split: read_split(staged_path, split, columns=columns).map_batches(
-            transform, batch_format="pandas", batch_size=TRANSFORM_BATCH_ROWS
-        )
-        for split in ("train", "val")
-    }
+    bytes_per_row = 4 * (prep.output_dim + 2)
+    out: dict[str, Any] = {}
+    for split in ("train", "val"):
+        rows = split_rows(staged_path, split)
+        if (
+            rows is not None
+            and rows <= IN_PROCESS_MAX_ROWS
+            and rows * bytes_per_row <= IN_MEMORY_MAX_BYTES
+        ):
+            frame = read_split_frame(staged_path, split, columns)
+            out[split] = InMemorySplit(transform(frame))
+        else:
+            out[split] = read_split(staged_path, split, columns=columns).map_batches(
+                transform, batch_format="pandas", batch_size=TRANSFORM_BATCH_ROWS
+            )
+    return out
+
+
+def as_datasets(datasets: dict[str, Any], pad_rows: int = 0) -> dict[str, Any]:
+    """Ray Datasets of :func:`build_datasets`' splits, the train split padded by ``pad_rows``."""
+    out = {}
+    for name, ds in datasets.items():
+        pad = pad_rows if name == "train" else 0
+        out[name] = ds.dataset(pad) if isinstance(ds, InMemorySplit) else pad_train(ds, pad)
+    return out
 
 
 class _Weight:
@@ -227,8 +290,7 @@ def make_trainer(
     tcfg = loop_cfg.train
     world = 1 if tcfg.local_mode else tcfg.num_workers
     plan = shard_plan(loop_cfg.train_rows, world, tcfg.batch_size, tcfg.grad_accum_steps)
-    if "train" in datasets:
-        datasets = {**datasets, "train": pad_train(datasets["train"], plan.pad_rows)}
+    datasets = as_datasets(datasets, plan.pad_rows)
     stop_file = f"{storage_path.rstrip('/')}/{name}/{STOP_FILE}"
     clear_stop(stop_file)  # a new fit of the run (a resume) starts without the old failure
     loop_cfg = dataclasses.replace(loop_cfg, stop_file=stop_file)
