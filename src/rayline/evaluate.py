@@ -128,6 +128,7 @@ def score(
     batch_size: int,
     champion: tuple[Callable[[str], Any], str] | None = None,
     test_rows: int | None = None,
+    max_rows: int = DRIVER_MAX_ROWS,
 ) -> Scores:
     """Score the challenger (weights in the local ``checkpoint_dir``) and the champion.
 
@@ -138,6 +139,7 @@ def score(
     Args:
         champion: ``(loader, uri)``: ``loader(uri)`` returns the champion's pyfunc model.
         test_rows: The test split's row count, when known.
+        max_rows: The most rows scored in the driver (``runtime.in_process_max_rows``).
     """
     loader, uri = champion if champion is not None else (None, None)
     kwargs = {
@@ -147,7 +149,7 @@ def score(
         "loader": loader,
         "uri": uri,
     }
-    if test_rows is not None and test_rows <= DRIVER_MAX_ROWS:
+    if test_rows is not None and test_rows <= max_rows:
         frame = read_split_frame(staged_path, "test")
         scorer = _Scorer(**kwargs)
         parts = [scorer(frame.iloc[i : i + batch_size]) for i in range(0, len(frame), batch_size)]
@@ -179,7 +181,10 @@ def score(
 
 
 def baseline_metrics(
-    staged_path: str, prep: FittedPreprocessor, splits: dict[str, int] | None = None
+    staged_path: str,
+    prep: FittedPreprocessor,
+    splits: dict[str, int] | None = None,
+    max_rows: int = DRIVER_MAX_ROWS,
 ) -> dict[str, Any]:
     """A scikit-learn linear model on the same features and splits, for perspective.
 
@@ -194,7 +199,7 @@ def baseline_metrics(
 
     def arrays(split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         rows = (splits or {}).get(split)
-        if rows is not None and rows <= DRIVER_MAX_ROWS:
+        if rows is not None and rows <= max_rows:
             frame = read_split_frame(staged_path, split, columns)
             if limit:
                 frame = frame.iloc[:limit]

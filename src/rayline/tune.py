@@ -20,6 +20,7 @@ from typing import Any
 
 from rayline.config import ParamSpec, PipelineConfig
 from rayline.data.features import FittedPreprocessor
+from rayline.data.stage import IN_PROCESS_MAX_ROWS
 from rayline.errors import Interrupted, TrainingError
 from rayline.train.loop import TuneLocalSession, read_history, train_loop_per_worker
 from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
@@ -235,6 +236,7 @@ def _trial(
     mode: str,
     encoded: frozenset[str] = frozenset(),
     tune_checkpoints: bool = False,
+    in_process_max_rows: int = IN_PROCESS_MAX_ROWS,
 ) -> None:
     """The Tune function trainable: one distributed training run with sampled values.
 
@@ -250,7 +252,7 @@ def _trial(
         decode_sampled(sampled, set(encoded)), started_at=started_at, trial_id=trial_id
     )
     prep = loop_cfg.preprocessor()
-    datasets = build_datasets(staged_path, prep)
+    datasets = build_datasets(staged_path, prep, in_process_max_rows)
     if loop_cfg.train.local_mode:
         # In-process: the loop runs in this trial's process and reports to Tune itself,
         # with its checkpoint (Tune stores it with the trial: a restored sweep and PBT
@@ -339,6 +341,7 @@ def run_tune(
         mode=mode,
         encoded=frozenset(encoded),
         tune_checkpoints=cfg.tune.scheduler == "pbt",
+        in_process_max_rows=cfg.runtime.in_process_max_rows,
     )
     if cfg.train.local_mode:
         # The trial's own process trains: it holds the trial's CPU (and GPU when asked).

@@ -4,6 +4,7 @@ cases — each checks the message and that every input row is accounted for."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -79,10 +80,17 @@ def s3_endpoint():
             os.environ[k] = v
 
 
-def _cfg(path, storage, **schema_extra):
+#: Staging paths for a Parquet input: small inputs are staged in-process with pyarrow by
+#: default (runtime.in_process_max_rows); 0 sends the same input through Ray Data.
+WHERE = ["in_process", "ray_data"]
+
+
+def _cfg(path, storage, where="in_process", **schema_extra):
     raw = base_config(path, storage)
     raw["data"]["path"] = path
     raw["schema"].update(schema_extra)
+    if where == "ray_data":
+        raw["runtime"]["in_process_max_rows"] = 0
     return raw
 
 
@@ -128,20 +136,26 @@ def test_jsonl_and_csv_keep_every_row_and_name_the_source_of_bad_ones(
     assert "Traceback" not in str(e.value)
 
 
-def test_hive_partitions_become_columns(s3_endpoint, ray_session, tmp_path):
+@pytest.mark.parametrize("where", WHERE)
+def test_hive_partitions_become_columns(s3_endpoint, ray_session, tmp_path, where, caplog):
     df = make_table(200)
     for plan, part in df.groupby("plan"):
         out = tmp_path / "hive" / f"plan={plan}"
         out.mkdir(parents=True)
         part.drop(columns=["plan"]).to_parquet(out / "part-0.parquet", index=False)
-    report = run_validation(validate_config(_cfg(str(tmp_path / "hive"), str(tmp_path / "runs"))))
+    caplog.set_level(logging.INFO, logger="rayline.data.stage")
+    report = run_validation(
+        validate_config(_cfg(str(tmp_path / "hive"), str(tmp_path / "runs"), where))
+    )
     assert report.rows_in == 200 and report.rows_quarantined == 0
     assert sum(report.rows_by_source.values()) == 200
     staged = pd.concat(_staged(report, s) for s in ("train", "val", "test"))
     assert staged.groupby("plan").size().to_dict() == df.groupby("plan").size().to_dict()
+    assert ("staging 200 rows in this process" in caplog.text) == (where == "in_process")
 
 
-def test_unique_regex_and_rule_limits(s3_endpoint, ray_session, tmp_path):
+@pytest.mark.parametrize("where", WHERE)
+def test_unique_regex_and_rule_limits(s3_endpoint, ray_session, tmp_path, where):
     df = make_table(300)
     df["email"] = [f"user{i}@example.com" for i in range(300)]
     df.loc[[3, 4], "email"] = ["not-an-email", "x@y"]
@@ -149,7 +163,7 @@ def test_unique_regex_and_rule_limits(s3_endpoint, ray_session, tmp_path):
     d = tmp_path / "data"
     d.mkdir()
     df.to_parquet(d / "t.parquet", index=False)
-    raw = _cfg(str(d), str(tmp_path / "runs"), max_bad_fraction=0.1)
+    raw = _cfg(str(d), str(tmp_path / "runs"), where, max_bad_fraction=0.1)
     raw["data"]["split"] = {}
     raw["schema"]["columns"]["user_id"]["unique"] = True
     raw["schema"]["columns"]["email"] = {"type": "string", "regex": r"[^@\s]+@[^@\s]+\.\w+"}
@@ -170,7 +184,8 @@ def test_unique_regex_and_rule_limits(s3_endpoint, ray_session, tmp_path):
     assert e.value.report.rows_in == 300
 
 
-def test_inf_is_quarantined_and_nan_is_null_from_parquet(ray_session, tmp_path):
+@pytest.mark.parametrize("where", WHERE)
+def test_inf_is_quarantined_and_nan_is_null_from_parquet(ray_session, tmp_path, where):
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -191,7 +206,7 @@ def test_inf_is_quarantined_and_nan_is_null_from_parquet(ray_session, tmp_path):
     d = tmp_path / "data"
     d.mkdir()
     pq.write_table(table, d / "t.parquet")
-    raw = _cfg(str(d), str(tmp_path / "runs"))
+    raw = _cfg(str(d), str(tmp_path / "runs"), where)
     raw["schema"]["columns"]["score"] = {"type": "float"}
     report = run_validation(validate_config(raw))
     assert report.rule_counts == {"income.finite": 2, "score.nullable": 1}
@@ -226,28 +241,30 @@ def test_inf_is_quarantined_and_nan_is_null_from_parquet(ray_session, tmp_path):
     )
 
 
-def test_object_store_source_through_an_s3_server(s3_endpoint, ray_session, tmp_path):
+@pytest.mark.parametrize("where", WHERE)
+def test_object_store_source_through_an_s3_server(s3_endpoint, ray_session, tmp_path, where):
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    s3.create_bucket(Bucket="lake")
+    s3.create_bucket(Bucket=f"lake-{where}".replace("_", "-"))
     df = make_table(240, bad_rows=2)
     for i, chunk in enumerate((df.iloc[:120], df.iloc[120:])):
         path = tmp_path / f"p{i}.parquet"
         chunk.to_parquet(path, index=False)
-        s3.upload_file(str(path), "lake", f"churn/day={i}/part.parquet")
-    raw = _cfg("s3://lake/churn", str(tmp_path / "runs"))
+        s3.upload_file(str(path), f"lake-{where}".replace("_", "-"), f"churn/day={i}/part.parquet")
+    bucket = f"lake-{where}".replace("_", "-")
+    raw = _cfg(f"s3://{bucket}/churn", str(tmp_path / "runs"), where)
     raw["data"]["endpoint_url"] = s3_endpoint
     report = run_validation(validate_config(raw))
     assert report.files == [
-        "s3://lake/churn/day=0/part.parquet",
-        "s3://lake/churn/day=1/part.parquet",
+        f"s3://{bucket}/churn/day=0/part.parquet",
+        f"s3://{bucket}/churn/day=1/part.parquet",
     ]
     assert report.rows_in == 240 and report.rows_quarantined == 2
     q = _staged(report, "quarantine")
     assert set(q[SOURCE_COL]) <= set(report.files)
 
-    raw["data"]["path"] = "s3://lake/nothing/*.parquet"
+    raw["data"]["path"] = f"s3://{bucket}/nothing/*.parquet"
     with pytest.raises(DataSourceError, match="matches no files"):
         run_validation(validate_config(raw))
     raw["data"]["path"] = "s3://no-such-bucket/x.parquet"

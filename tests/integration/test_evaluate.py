@@ -85,9 +85,7 @@ def _expected(st, seed: int) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("where", ["driver", "ray_data"])
-def test_challenger_and_champion_are_scored_in_one_pass(scored, where, monkeypatch):
-    if where == "ray_data":
-        monkeypatch.setattr(evaluate, "DRIVER_MAX_ROWS", 0)
+def test_challenger_and_champion_are_scored_in_one_pass(scored, where):
     rows = scored["report"].splits["test"]
     got = evaluate.score(
         scored["report"].staged_path,
@@ -97,6 +95,7 @@ def test_challenger_and_champion_are_scored_in_one_pass(scored, where, monkeypat
         batch_size=32,
         champion=(scored["load"], "models:/c/1"),
         test_rows=rows,
+        max_rows=0 if where == "ray_data" else evaluate.DRIVER_MAX_ROWS,
     )
     assert got.rows == rows and got.champion_error is None
     for name, value in _expected(scored, 0).items():
@@ -107,11 +106,7 @@ def test_challenger_and_champion_are_scored_in_one_pass(scored, where, monkeypat
 
 
 @pytest.mark.parametrize("where", ["driver", "ray_data"])
-def test_an_unscorable_champion_is_reported_and_the_challenger_still_scored(
-    scored, where, monkeypatch
-):
-    if where == "ray_data":
-        monkeypatch.setattr(evaluate, "DRIVER_MAX_ROWS", 0)
+def test_an_unscorable_champion_is_reported_and_the_challenger_still_scored(scored, where):
     got = evaluate.score(
         scored["report"].staged_path,
         scored["prep"],
@@ -120,6 +115,7 @@ def test_an_unscorable_champion_is_reported_and_the_challenger_still_scored(
         batch_size=1000,
         champion=(scored["load"], "models:/c/2"),
         test_rows=scored["report"].splits["test"],
+        max_rows=0 if where == "ray_data" else evaluate.DRIVER_MAX_ROWS,
     )
     assert got.champion_metrics is None
     assert got.champion_error.startswith("KeyError") and "no_such_column" in got.champion_error

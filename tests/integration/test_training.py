@@ -73,9 +73,10 @@ def tiny_odd(ray_session, tmp_path_factory):
     return {"root": root, "data": data, "report": report, "prep": prep}
 
 
-def _fit(st, name: str, model_override=None, **train):
+def _fit(st, name: str, model_override=None, runtime=None, **train):
     raw = base_config(st["data"], st["root"] / "runs")
     raw["train"].update(train)
+    raw["runtime"].update(runtime or {})
     raw["model"].update(model_override or {})
     cfg = validate_config(raw)
     return fit(
@@ -235,12 +236,22 @@ def test_ddp_workers_train_every_row_of_an_odd_train_split(tiny_odd):
     # Ray Train's even split across ranks would drop the leftover row of an odd split;
     # zero-weight copies pad the split instead, so every row is trained. (Other world
     # sizes: tests/unit/test_loop.py checks shard_plan for 1-5 ranks.)
+    # Both ways a split reaches the workers: in-memory blocks padded with numpy (a small
+    # split, the default) and a streamed read_parquet -> map_batches padded by Ray Data.
     rows = tiny_odd["report"].splits["train"]
-    for workers, epochs in ((2, 2),):
-        res = _fit(tiny_odd, f"odd-{workers}", epochs=epochs, num_workers=workers, batch_size=32)
+    workers, epochs = 2, 2
+    for where, max_rows in (("in_memory", 200_000), ("streamed", 0)):
+        res = _fit(
+            tiny_odd,
+            f"odd-{where}",
+            runtime={"in_process_max_rows": max_rows},
+            epochs=epochs,
+            num_workers=workers,
+            batch_size=32,
+        )
         history = sorted(res.history, key=lambda r: r["epoch"])
         assert [r["epoch"] for r in history] == list(range(1, epochs + 1))
-        assert [r["train_rows"] for r in history] == [rows] * epochs, (workers, history)
+        assert [r["train_rows"] for r in history] == [rows] * epochs, (where, history)
         steps = shard_plan(rows, workers, 32, 1).steps
         assert [r["global_step"] for r in history] == [steps * e for e in range(1, epochs + 1)]
         assert all(math.isfinite(r["train_loss"]) for r in history)

@@ -722,6 +722,13 @@ class RuntimeConfig(_Section):
         description="Stream every Ray worker's log lines to the console (`rayline run -v` sets "
         "it); errors reach the console either way.",
     )
+    in_process_max_rows: int = Field(
+        200_000,
+        ge=0,
+        description="Inputs and splits of at most this many rows are validated, split and "
+        "fed to training and evaluation in one process with pyarrow, beside Ray, instead of "
+        "through Ray Data jobs, whose task workers take seconds to start (0: always Ray Data).",
+    )
     cache: bool = Field(
         True,
         description="Reuse a stage's result from `<storage_path>/cache/` when everything it "

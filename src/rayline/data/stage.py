@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rayline.config import PipelineConfig
-from rayline.data.ingest import SourceFiles, read_dataset
+from rayline.data.ingest import SourceFiles, hive_values, read_dataset
 from rayline.data.split import QUARANTINE, SPLIT_COL, SPLITS, assign_split
 from rayline.data.validate import (
     REASON_COL,
@@ -149,16 +150,53 @@ def _duplicated_values(ds: Any, cfg: PipelineConfig) -> dict[str, set]:
             .map_batches(_repeated, batch_format="pandas")
         )
         rows = counts.take(MAX_DUPLICATE_VALUES + 1)
-        if len(rows) > MAX_DUPLICATE_VALUES:
-            raise DataValidationError(
-                f"column '{col}' is declared unique but more than {MAX_DUPLICATE_VALUES} of "
-                "its values occur more than once; it is not a key. Fix the data or drop "
-                f"schema.columns.{col}.unique"
-            )
-        out[col] = {r[col].item() if isinstance(r[col], np.generic) else r[col] for r in rows}
-        if out[col]:
-            log.warning("column %s: %d duplicated value(s)", col, len(out[col]))
+        out[col] = _duplicate_set(col, [r[col] for r in rows])
     return out
+
+
+def _duplicate_set(col: str, values: list) -> set:
+    """The repeated values of a ``unique`` column, or an error when it is not a key."""
+    if len(values) > MAX_DUPLICATE_VALUES:
+        raise DataValidationError(
+            f"column '{col}' is declared unique but more than {MAX_DUPLICATE_VALUES} of "
+            "its values occur more than once; it is not a key. Fix the data or drop "
+            f"schema.columns.{col}.unique"
+        )
+    out = {v.item() if isinstance(v, np.generic) else v for v in values}
+    if out:
+        log.warning("column %s: %d duplicated value(s)", col, len(out))
+    return out
+
+
+def _duplicated_in_frame(frame: pd.DataFrame, cfg: PipelineConfig) -> dict[str, set]:
+    """:func:`_duplicated_values` of an in-memory frame (pandas, no Ray Data job)."""
+    out: dict[str, set] = {}
+    for col, spec in cfg.schema_.columns.items():
+        if spec.unique:
+            counts = _key_values(frame, col, spec.type)[col].value_counts()
+            out[col] = _duplicate_set(col, list(counts[counts > 1].index))
+    return out
+
+
+def _read_parquet_frame(sources: SourceFiles, columns: list[str]) -> pd.DataFrame:
+    """Every source file's declared ``columns`` as one pandas frame, read with pyarrow.
+
+    What :func:`rayline.data.ingest.read_dataset` hands staging for Parquet, in one process:
+    hive partition values as columns, and a ``path`` column naming each row's file.
+    """
+    frames = []
+    for path in sources.files:
+        with sources.filesystem.open_input_file(path) as f:
+            pfile = pq.ParquetFile(f)
+            present = [c for c in columns if c in pfile.schema_arrow.names]
+            frame = pfile.read(columns=present).to_pandas()
+        for key, value in hive_values(path).items():
+            if key in columns and key not in frame.columns:
+                frame[key] = value
+        if "path" not in columns:
+            frame["path"] = path
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def _repeated(counts: pd.DataFrame) -> pd.DataFrame:
@@ -243,16 +281,37 @@ def _quarantine_summary(
     stats = qds.aggregate(
         ValueCounter(REASON_COL, alias_name="r"), ValueCounter(RULES_COL, alias_name="k")
     )
-    pairs = sorted(
-        zip(stats["r"]["values"], stats["r"]["counts"], strict=True), key=lambda p: -p[1]
+    return _reason_counts(
+        zip(stats["r"]["values"], stats["r"]["counts"], strict=True),
+        zip(stats["k"]["values"], stats["k"]["counts"], strict=True),
+        limit,
     )
-    top = [{"reason": r, "rows": int(n)} for r, n in pairs[:limit]]
+
+
+def _reason_counts(reasons, rules, limit: int = 10) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The top ``limit`` reasons and rows per rule from ``(value, count)`` pairs (or the
+    struct array of Arrow's ``value_counts``)."""
+
+    def pairs(counts) -> list[tuple[Any, int]]:
+        if isinstance(counts, pa.Array):
+            return [(d["values"], d["counts"]) for d in counts.to_pylist()]
+        return [(v, int(n)) for v, n in counts]
+
+    ranked = sorted(pairs(reasons), key=lambda p: -p[1])
+    top = [{"reason": r, "rows": int(n)} for r, n in ranked[:limit]]
     # A row that breaks several rules is counted under each of them.
     rule_counts: dict[str, int] = {}
-    for combo, n in zip(stats["k"]["values"], stats["k"]["counts"], strict=True):
+    for combo, n in pairs(rules):
         for rule in str(combo).split(","):
             rule_counts[rule] = rule_counts.get(rule, 0) + int(n)
     return top, dict(sorted(rule_counts.items(), key=lambda p: (-p[1], p[0])))
+
+
+def _stage_in_process(cfg: PipelineConfig, sources: SourceFiles) -> pa.Table:
+    """Staging's pass over a small Parquet input in this process: the staged rows as Arrow."""
+    frame = _read_parquet_frame(sources, list(cfg.schema_.columns))
+    duplicates = _duplicated_in_frame(frame, cfg)
+    return _StageBatch(cfg, sources.display_names(), duplicates)(frame)
 
 
 def split_path(staged_path: str, split: str) -> str:
@@ -348,20 +407,37 @@ def stage(
         if fs.get_file_info(inner).type != pafs.FileType.NotFound:
             fs.delete_dir(inner)
         fs.create_dir(inner, recursive=True)
-        ds = read_dataset(sources, list(columns), cfg.data.on_unreadable_row)
-        try:
-            duplicates = _duplicated_values(ds, cfg)
-            staged_ds = ds.map_batches(
-                _StageBatch(cfg, sources.display_names(), duplicates), batch_format="pandas"
+        total = sum(source_rows.values()) if source_rows is not None else None
+        if total is not None and total <= cfg.runtime.in_process_max_rows:
+            # A small Parquet input: the same validation and split in this process, with
+            # pyarrow, instead of a Ray Data job whose task workers take seconds to start.
+            log.info(
+                "staging %d rows in this process (runtime.in_process_max_rows=%d)",
+                total,
+                cfg.runtime.in_process_max_rows,
             )
-            staged_ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
-        except Exception as exc:
-            user_error = find_user_error(exc)
-            if user_error is not None:
-                raise user_error from None
-            raise
-        counts = _partition_counts(fs, inner)
-        top, rule_counts = _quarantine_summary(staged) if counts[QUARANTINE] else ([], {})
+            table = _stage_in_process(cfg, sources)
+            pq.write_to_dataset(table, inner, partition_cols=[SPLIT_COL], filesystem=fs)
+            counts = _partition_counts(fs, inner)
+            quarantined = table.filter(pc.equal(table[SPLIT_COL], QUARANTINE))
+            top, rule_counts = _reason_counts(
+                quarantined[REASON_COL].value_counts(), quarantined[RULES_COL].value_counts()
+            )
+        else:
+            ds = read_dataset(sources, list(columns), cfg.data.on_unreadable_row)
+            try:
+                duplicates = _duplicated_values(ds, cfg)
+                staged_ds = ds.map_batches(
+                    _StageBatch(cfg, sources.display_names(), duplicates), batch_format="pandas"
+                )
+                staged_ds.write_parquet(inner, filesystem=fs, partition_cols=[SPLIT_COL])
+            except Exception as exc:
+                user_error = find_user_error(exc)
+                if user_error is not None:
+                    raise user_error from None
+                raise
+            counts = _partition_counts(fs, inner)
+            top, rule_counts = _quarantine_summary(staged) if counts[QUARANTINE] else ([], {})
         marker = {
             "fingerprint": fingerprint,
             "contract": contract,

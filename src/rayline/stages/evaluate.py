@@ -49,6 +49,7 @@ class Evaluate(Stage):
             cfg.evaluate.batch_size,
             champion=(loader, champion[1]) if champion else None,
             test_rows=inputs["validate+split"].splits.get("test"),
+            max_rows=cfg.runtime.in_process_max_rows,
         )
         metrics = scores.metrics
         report = ev.EvalReport(rows=scores.rows, metrics=metrics)
@@ -60,7 +61,9 @@ class Evaluate(Stage):
                 report.extra["champion_error"] = scores.champion_error
                 log.warning("the champion could not be scored: %s", scores.champion_error)
         if cfg.evaluate.baseline:
-            report.baseline = ev.baseline_metrics(staged, prep, inputs["validate+split"].splits)
+            report.baseline = ev.baseline_metrics(
+                staged, prep, inputs["validate+split"].splits, cfg.runtime.in_process_max_rows
+            )
         registry.log_metrics(metrics, prefix="test.")
         if report.champion_metrics:
             registry.log_metrics(report.champion_metrics, prefix="champion.test.")

@@ -89,10 +89,12 @@ class InMemorySplit:
         return ray.data.from_arrow(BlockAccessor.batch_to_block(batch))
 
 
-def build_datasets(staged_path: str, prep: FittedPreprocessor) -> dict[str, Any]:
+def build_datasets(
+    staged_path: str, prep: FittedPreprocessor, max_rows: int = IN_PROCESS_MAX_ROWS
+) -> dict[str, Any]:
     """The train/val splits as training reads them: ``{"x", "y"}`` batches of the used columns.
 
-    A split of at most ``IN_PROCESS_MAX_ROWS`` rows and ``IN_MEMORY_MAX_BYTES`` of features
+    A split of at most ``max_rows`` rows (``runtime.in_process_max_rows``) and ``IN_MEMORY_MAX_BYTES`` of features
     is read with pyarrow and transformed here, in one pass, into an :class:`InMemorySplit`;
     a larger one is a lazy Ray Dataset (``read_parquet -> map_batches``) that every worker
     streams. Measured on the demo (394 train rows, 2 trials of 2 DDP workers on 2 cores),
@@ -105,11 +107,7 @@ def build_datasets(staged_path: str, prep: FittedPreprocessor) -> dict[str, Any]
     out: dict[str, Any] = {}
     for split in ("train", "val"):
         rows = split_rows(staged_path, split)
-        if (
-            rows is not None
-            and rows <= IN_PROCESS_MAX_ROWS
-            and rows * bytes_per_row <= IN_MEMORY_MAX_BYTES
-        ):
+        if rows is not None and rows <= max_rows and rows * bytes_per_row <= IN_MEMORY_MAX_BYTES:
             frame = read_split_frame(staged_path, split, columns)
             out[split] = InMemorySplit(transform(frame))
         else:
@@ -368,7 +366,7 @@ def fit(
     )
     trainer = make_trainer(
         loop_cfg,
-        build_datasets(staged_path, prep),
+        build_datasets(staged_path, prep, cfg.runtime.in_process_max_rows),
         storage_path=storage_path,
         name=name,
         mode=cfg.metric_mode,
