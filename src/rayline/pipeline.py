@@ -64,7 +64,8 @@ def run_validation(
 ) -> DataReport:
     """Ingest and validate only (``rayline validate``): the data report, nothing trained."""
     run = Run(cfg, on_stage, kind="validate", on_stage_start=on_stage_start)
-    init_ray(cfg.runtime)
+    # No Ray start here: a small Parquet input is staged in this process, and staging
+    # starts (or joins) Ray itself when the input goes through Ray Data.
     run.claim(resume=False)
     write_text(f"{run.dir}/{CONFIG_FILE}", cfg.to_yaml())
     results = run_stages(run, VALIDATION)

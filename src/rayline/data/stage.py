@@ -424,6 +424,9 @@ def stage(
                 quarantined[REASON_COL].value_counts(), quarantined[RULES_COL].value_counts()
             )
         else:
+            from rayline.runtime import init_ray
+
+            init_ray(cfg.runtime)  # `rayline validate` starts Ray only for this path
             ds = read_dataset(sources, list(columns), cfg.data.on_unreadable_row)
             try:
                 duplicates = _duplicated_values(ds, cfg)
