@@ -301,6 +301,7 @@ def console(verbose: bool = False, tee: bool | None = None) -> Iterator[Console]
     try:
         yield Console(out, err, capture)
     finally:
+        flush_ray_worker_logs()
         sys.stdout, sys.stderr = out, err
         _active = previous
         logging.captureWarnings(False)
@@ -311,6 +312,32 @@ def console(verbose: bool = False, tee: bool | None = None) -> Iterator[Console]
         rayline_logger.propagate = saved[2]
         capture.flush()
         capture.close_file()
+
+
+def flush_ray_worker_logs() -> None:
+    """Write out the worker log lines Ray's deduplicator still holds, into the capture.
+
+    Ray holds repeated worker lines back ("[repeated 16x across cluster]") and prints them
+    when the driver disconnects, at interpreter exit, to whatever ``sys.stdout`` is then:
+    after the summary, on the console. Flushed here, while the command's capture is still
+    in place, they go to ``ray.log`` with the rest. (Ray's own flush at disconnect, in
+    ``ray._private.worker.disconnect``; no public API does this.)
+    """
+    if "ray" not in sys.modules:
+        return
+    try:
+        from ray._private import worker
+
+        if not worker.global_worker.connected:
+            return
+        for dedup, sink in (
+            (worker.stdout_deduplicator, sys.stdout),
+            (worker.stderr_deduplicator, sys.stderr),
+        ):
+            for leftover in dedup.flush():
+                worker.print_worker_logs(leftover, sink)
+    except Exception:  # a Ray without these internals: its lines print at exit as before
+        pass
 
 
 # -- live epochs -------------------------------------------------------------------------------
