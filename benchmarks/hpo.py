@@ -1,7 +1,7 @@
 """Hyperparameter search: random vs ASHA vs Optuna+ASHA at the same budget, on a task where
 the learning rate and the width matter.
 
-The task: points in 8 dimensions labelled by which side of a curved surface they lie on
+The task: points in 4 dimensions labelled by which side of a curved surface they lie on
 (``sum(sin(2 x_i)) > 0``). A narrow MLP cannot bend enough and a bad learning rate either
 crawls or diverges, so the search space ``train.lr`` (log-uniform) x ``model.hidden_sizes``
 (``[4]`` .. ``[64, 64]``) has a real optimum. Every sweep has the same budget: ``--trials``
@@ -56,7 +56,13 @@ SEARCHES = {
 }
 
 
-def make_table(rows: int, cols: int = 8, seed: int = 0) -> pd.DataFrame:
+#: Input dimensions. In 4, the best configurations pass 90% validation accuracy in 3-4
+#: epochs and weak ones never do (a plain-torch sweep of the grid measured it), so a
+#: time to target exists within the budget; in 8, no configuration reached 0.9 in 9 epochs.
+COLS = 4
+
+
+def make_table(rows: int, cols: int = COLS, seed: int = 0) -> pd.DataFrame:
     """Points labelled by a curved boundary: width and learning rate both matter."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-2.0, 2.0, size=(rows, cols))
@@ -68,7 +74,7 @@ def make_table(rows: int, cols: int = 8, seed: int = 0) -> pd.DataFrame:
 
 
 def config(data_dir: Path, storage: Path, search: dict[str, str], seed: int, args) -> dict:
-    cols = {f"f{i}": {"type": "float"} for i in range(8)}
+    cols = {f"f{i}": {"type": "float"} for i in range(COLS)}
     return {
         "name": "hpo-bench",
         "data": {"path": str(data_dir), "target": TARGET, "split": {"key": KEY}},
