@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rayline.errors import Interrupted, RaylineError
+from rayline.errors import ConfigError, Interrupted, RaylineError
 
 if TYPE_CHECKING:
     from rayline.progress import Console
@@ -244,6 +244,10 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(data_app, name="data")
 
 
+#: ``--format`` values (``data.format``'s choices).
+FORMATS = ("auto", "parquet", "csv", "json")
+
+
 @schema_app.command("infer")
 def schema_infer(
     data: Annotated[list[str], typer.Argument(help="Files, directories, globs or URIs.")],
@@ -251,7 +255,8 @@ def schema_infer(
         str, typer.Option("--format", help="auto, parquet, csv or json (JSON Lines).")
     ] = "auto",
     max_categories: Annotated[
-        int, typer.Option(help="String columns with at most this many values get `allowed`.")
+        int,
+        typer.Option(help="String columns with at most this many values get `allowed`.", min=0),
     ] = 20,
     endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible endpoint for s3:// paths.")
@@ -267,6 +272,10 @@ def schema_infer(
         from rayline.data.infer import infer_schema, schema_yaml
         from rayline.runtime import init_ray
 
+        if fmt not in FORMATS:
+            raise ConfigError(
+                [f"--format: '{fmt}' is not a format rayline reads; use {', '.join(FORMATS)}"]
+            )
         init_ray(RuntimeConfig(log_to_driver=verbose))
         schema, rows = infer_schema(data, fmt, endpoint_url, max_categories)
         _echo(con, schema_yaml(schema, " ".join(data), rows), nl=False)
@@ -278,7 +287,7 @@ def data_synth(
     out: Annotated[str, typer.Option(help="Directory to write Parquet shards to.")],
     cols: Annotated[int, typer.Option(help="Feature columns (a quarter categorical).", min=1)] = 32,
     shards: Annotated[
-        int | None, typer.Option(help="Number of files (default: one per million rows).")
+        int | None, typer.Option(help="Number of files (default: one per million rows).", min=1)
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     config: Annotated[
@@ -291,10 +300,24 @@ def data_synth(
         from pathlib import Path
 
         from rayline.data.synth import config_yaml, write_synthetic
+        from rayline.paths import output_dir
 
+        if config:  # checked before minutes of writing data
+            if Path(config).is_dir():
+                raise ConfigError(
+                    [f"--config: '{config}' is a directory; give the path of the YAML file to "
+                     "write"]
+                )  # fmt: skip
+            output_dir(Path(config).parent, "--config")
         paths = write_synthetic(out, rows, cols, shards, seed)
         if config:
-            Path(config).write_text(config_yaml(str(Path(out)), cols))
+            try:
+                Path(config).write_text(config_yaml(str(Path(out)), cols))
+            except OSError as exc:
+                raise ConfigError(
+                    [f"--config: cannot write '{config}' ({exc.strerror or exc}); give a path "
+                     "this user can write"]
+                ) from None  # fmt: skip
         _echo(con, f"wrote {rows} rows x {cols} features in {len(paths)} file(s) to {out}")
 
 

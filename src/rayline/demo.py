@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rayline.paths import output_dir
+
 
 def demo_frame() -> pd.DataFrame:
     """The dataset as a DataFrame: ``sample_id``, 30 float features, ``diagnosis``."""
@@ -26,8 +28,7 @@ def demo_frame() -> pd.DataFrame:
 
 def write_demo_dataset(out: str | Path, files: int = 2) -> list[Path]:
     """Write the demo data as ``files`` Parquet files under directory ``out``; return the paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "--out")
     df = demo_frame()
     paths = []
     step = -(-len(df) // files)

@@ -8,7 +8,10 @@ URI (``s3://``, ``gs://``, ``file://``); every module asks here instead of testi
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rayline.errors import ConfigError
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -34,3 +37,32 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     import pyarrow.fs as pafs  # imported on use: rayline.runtime stays light to import
 
     return pafs.FileSystem.from_uri(absolute(path))
+
+
+def output_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """Create the local directory ``path`` (and its parents) to write into.
+
+    ``what`` names where the path came from (``--out``, ``runtime.storage_path``) for the
+    message.
+
+    Raises:
+        ConfigError: ``path`` or one of its parents is a file, or the directory cannot be
+            created or written (permissions, a read-only filesystem).
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        if not os.access(p, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(p))
+    except OSError as exc:
+        blocker = p
+        while not blocker.exists() and blocker != blocker.parent:
+            blocker = blocker.parent
+        if blocker.is_file():
+            why = f"'{blocker}' is a file, not a directory"
+        else:
+            why = f"cannot create or write '{p}' ({exc.strerror or exc})"
+        raise ConfigError(
+            [f"{what}: {why}; give a directory this user can write (it is created if missing)"]
+        ) from None
+    return p

@@ -83,11 +83,34 @@ class Registry:
     def __init__(self, cfg: RegistryConfig, storage_path: str):
         self.cfg = cfg
         self.tracking_uri = resolve_tracking_uri(cfg, storage_path)
+        # Before mlflow.set_tracking_uri, which sets $MLFLOW_TRACKING_URI itself.
+        self._uri_given = bool(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         self.storage_path = storage_path
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri, self.tracking_uri)
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            self.client = MlflowClient(self.tracking_uri, self.tracking_uri)
+        except (MlflowException, OSError) as exc:
+            raise self._unusable(exc) from None
         self.experiment_id: str | None = None
+
+    def _unusable(self, exc: Exception) -> RegistryError:
+        """The error for a tracking store MLflow cannot open or reach, with the fix."""
+        if self._uri_given:
+            fix = (
+                "Check registry.tracking_uri / MLFLOW_TRACKING_URI (e.g. http://host:5000, "
+                "sqlite:////abs/path/mlflow.db) and that the server is running "
+                "(`mlflow server ...`)."
+            )
+        else:
+            fix = (
+                f"This is the default store under runtime.storage_path ('{self.storage_path}'); "
+                "point runtime.storage_path at a directory this user can write, or set "
+                "registry.tracking_uri."
+            )
+        return RegistryError(
+            f"cannot use the MLflow tracking store at '{self.tracking_uri}': {_short(exc)}. {fix}"
+        )
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self) -> None:
@@ -96,14 +119,14 @@ class Registry:
         Raises:
             RegistryError: the store cannot be reached or used.
         """
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True
-            )
         # Fail in seconds, not after MLflow's default minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         try:
+            if self.tracking_uri.startswith("sqlite:///"):
+                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
             exp = self.client.get_experiment_by_name(self.cfg.experiment)
             if exp is None:
                 location = None
@@ -115,11 +138,7 @@ class Registry:
             else:
                 self.experiment_id = exp.experiment_id
         except (MlflowException, OSError) as exc:
-            raise RegistryError(
-                f"cannot use the MLflow tracking store at '{self.tracking_uri}': "
-                f"{_short(exc)}. Check registry.tracking_uri / MLFLOW_TRACKING_URI and that "
-                "the server is running (`mlflow server ...`)."
-            ) from None
+            raise self._unusable(exc) from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
 
     # -- runs ----------------------------------------------------------------------------------

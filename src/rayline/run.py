@@ -141,6 +141,26 @@ def read_record(run_dir: str) -> dict[str, Any] | None:
         return None
 
 
+def _unwritable(storage: str, run_dir: str, exc: OSError) -> str:
+    """What to say when the run directory cannot be written under ``storage``."""
+    if not is_remote(storage):
+        # The nearest existing ancestor says why: a file in the way, or no permission.
+        p = Path(run_dir)
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        if p.is_file():
+            return (
+                f"runtime.storage_path: '{p}' is a file, so the run directory {run_dir} "
+                "cannot be made under it; point runtime.storage_path at a directory (it is "
+                "created if missing)"
+            )
+    reason = exc.strerror or str(exc)
+    return (
+        f"runtime.storage_path: cannot write the run directory {run_dir} ({reason}); point "
+        "runtime.storage_path at a directory this user can write"
+    )
+
+
 class Run:
     """One pipeline run: name, directories, record, lineage, registry, timings.
 
@@ -210,7 +230,10 @@ class Run:
                     "one)"
                 ]
             )
-        write_text(f"{self.dir}/config_hash", self.config_hash)
+        try:
+            write_text(f"{self.dir}/config_hash", self.config_hash)
+        except OSError as exc:
+            raise ConfigError([_unwritable(self.storage, self.dir, exc)]) from None
         self.previous = read_record(self.dir) if resume else None
         self.record = {
             "run_name": self.name,

@@ -82,3 +82,21 @@ def test_schema_infer_bootstraps_a_contract_the_same_data_passes(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout)
     assert report["rows_in"] == 300 and report["rows_quarantined"] == 0
+
+
+def test_schema_infer_on_files_without_rows_is_an_error(tmp_path):
+    """A header-only CSV or a JSON Lines file of non-objects has nothing to infer from; the
+    answer was a schema of no columns, exit 0."""
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "header.csv").write_text("a,b\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "rayline.cli", "schema", "infer", str(tmp_path / "csv")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "internal error" not in res.stderr and "Traceback" not in res.stderr
+    assert "holds no rows to infer a schema from" in res.stderr and "header.csv" in res.stderr
+    assert res.stdout == ""

@@ -291,3 +291,127 @@ def test_sweep_progress_line_is_short():
     assert (
         progress_line(counts, 8, "log_loss", None) == "tune            trials 0/8 done, 1 running"
     )
+
+
+# -- bad input is a user error (exit 2, one message naming the fix), never an internal error --
+
+
+def _user_error(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert "internal error" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    return res.stderr
+
+
+def _small_config(tmp_path: Path, data: Path, **runtime: str) -> Path:
+    cfg = {
+        "name": "small",
+        "data": {"path": str(data), "target": "y"},
+        "schema": {
+            "columns": {
+                "id": {"type": "int"},
+                "x": {"type": "float"},
+                "y": {"type": "string", "allowed": ["a", "b"]},
+            }
+        },
+        "model": {"task": "classification"},
+        "runtime": {"storage_path": str(tmp_path / "runs"), **runtime},
+    }
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_config_that_is_not_a_text_file_or_is_a_directory(tmp_path):
+    binary = tmp_path / "model.yaml"
+    binary.write_bytes(b"\xff\xfe\x00PAR1\x80")
+    assert "not a text file" in _user_error(rayline("show-config", str(binary)))
+    assert "is a directory; give the path of a YAML file" in _user_error(
+        rayline("validate", str(tmp_path))
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("..=3", "the key '..' has an empty part"),
+        ("train.=3", "the key 'train.' has an empty part"),
+        ("runtime.run_name=../../elsewhere", "runtime.run_name: '../../elsewhere' is not a plain"),
+        ("model.hidden_sizes=[8,0]", "every layer width must be >= 1"),
+    ],
+)
+def test_bad_override_names_the_key_and_the_fix(override, expected):
+    assert expected in _user_error(rayline("show-config", "jobs/configs/demo.yaml", override))
+
+
+def test_storage_path_that_is_a_file(tmp_path):
+    blocker = tmp_path / "storage"
+    blocker.write_text("not a directory")
+    err = _user_error(
+        rayline("validate", "jobs/configs/demo.yaml", f"runtime.storage_path={blocker}/sub")
+    )
+    assert f"runtime.storage_path: '{blocker}' is a file" in err
+    # runs prune opens the default MLflow store under the storage path
+    err = _user_error(
+        rayline("runs", "prune", "jobs/configs/demo.yaml", f"runtime.storage_path={blocker}")
+    )
+    assert "cannot use the MLflow tracking store" in err and "runtime.storage_path" in err
+
+
+def test_unusable_tracking_uri(tmp_path):
+    cfg = _small_config(tmp_path, tmp_path / "data")
+    err = _user_error(
+        rayline("runs", "prune", str(cfg), "registry.tracking_uri=nonsense://x", "--dry-run")
+    )
+    assert "cannot use the MLflow tracking store at 'nonsense://x'" in err
+    assert "registry.tracking_uri" in err
+
+
+def test_duplicate_column_names_and_binary_data_read_as_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    data.mkdir()
+    columns = [pa.array([1, 2]), pa.array([0.1, 0.2]), pa.array(["a", "b"]), pa.array([1.0, 2.0])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["id", "x", "y", "x"]), data / "a.parquet")
+    cfg = _small_config(tmp_path, data)
+    err = _user_error(rayline("validate", str(cfg)))
+    assert "a.parquet' has more than one column named 'x'" in err
+    err = _user_error(rayline("validate", str(cfg), "data.format=csv"))
+    assert "as csv: it is a Parquet file, not UTF-8 text. Set data.format" in err
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "a.csv").write_text("id,x,y,x\n1,0.1,a,0.2\n")
+    err = _user_error(rayline("validate", str(cfg), f"data.path={csv}"))
+    assert "a.csv' has more than one column named 'x'" in err
+
+
+def test_bad_output_paths_and_options(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    err = _user_error(rayline("demo-data", "--out", str(blocker)))
+    assert f"--out: '{blocker}' is a file, not a directory" in err
+    out = tmp_path / "synth"
+    err = _user_error(
+        rayline("data", "synth", "--rows", "5", "--out", str(out), "--config", str(tmp_path))
+    )
+    assert "--config:" in err and "is a directory" in err
+    assert not out.exists()  # checked before any data is written
+    assert "--shards" in _user_error(
+        rayline("data", "synth", "--rows", "5", "--out", str(out), "--shards", "0")
+    )
+    err = _user_error(rayline("schema", "infer", str(tmp_path), "--format", "xml"))
+    assert "--format: 'xml' is not a format rayline reads" in err
+
+
+def test_schema_infer_names_a_duplicate_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rayline.data.infer import infer_schema
+    from rayline.errors import DataValidationError
+
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(DataValidationError, match="more than one column named 'a'"):
+        infer_schema(str(tmp_path / "dup.parquet"))  # raised before any Ray read

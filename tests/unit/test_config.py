@@ -473,7 +473,7 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_config_file(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist; check the path"):
+    with pytest.raises(ConfigError, match="is a directory; give the path of a YAML file"):
         load_config(tmp_path)
 
 

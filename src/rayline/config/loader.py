@@ -21,11 +21,19 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError([f"override '{text}': expected dotted key=value, e.g. train.epochs=3"])
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(
+            [
+                f"override '{text}': the key '{key.strip()}' has an empty part; write dotted "
+                "names without leading, trailing or doubled dots, e.g. train.epochs=3"
+            ]
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError([f"override '{text}': value is not valid YAML ({exc})"]) from None
-    return key.strip().split("."), value
+    return parts, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -132,10 +140,26 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
             result breaks any rule; the message lists every problem with its key.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError([f"config file '{p}' is a directory; give the path of a YAML file"])
     if not p.is_file():
         raise ConfigError([f"config file '{p}' does not exist; check the path"])
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                f"not a text file: byte {exc.start} is not UTF-8 ({exc.reason}); a config "
+                "is a YAML file saved as UTF-8 - check that the path names the config"
+            ],
+            str(p),
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            [f"cannot read the file: {exc.strerror or exc}; check its permissions"], str(p)
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], str(p)) from None
     if not isinstance(data, dict):

@@ -404,6 +404,11 @@ class ModelConfig(_Section):
             problems.append(f"image_shape {self.image_shape}: every size must be >= 1")
         if min(self.conv_channels) < 1:
             problems.append(f"conv_channels {self.conv_channels}: every entry must be >= 1")
+        if self.hidden_sizes and min(self.hidden_sizes) < 1:
+            problems.append(
+                f"hidden_sizes {self.hidden_sizes}: every layer width must be >= 1 (an empty "
+                "list gives a linear model)"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -712,6 +717,20 @@ class RuntimeConfig(_Section):
         description="Root for runs, checkpoints and staged data (local path or URI).",
     )
     run_name: str | None = Field(None, description="Name of this run (default: name + timestamp).")
+
+    @field_validator("run_name")
+    @classmethod
+    def _one_directory_name(cls, name: str | None) -> str | None:
+        # The run lives in <storage_path>/runs/<run_name>: a separator or '..' would put it
+        # (and `runs prune`'s deletes) somewhere else.
+        if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(
+                f"'{name}' is not a plain directory name; use letters, digits, '_', '-' and "
+                "'.', starting with a letter or digit (no '/' or '..'), or leave it unset for "
+                "a timestamped name"
+            )
+        return name
+
     dashboard: bool = Field(
         True,
         description="Start Ray's dashboard (and its State API, on 127.0.0.1) with a local Ray; "

@@ -23,6 +23,7 @@ import yaml
 from rayline.data.ingest import SourceFiles, hive_values, read_dataset, resolve_sources
 from rayline.data.readers import REASON_COL
 from rayline.data.validate import _FALSE, _TRUE, _file_schema
+from rayline.errors import DataValidationError
 
 #: Distinct values tracked per column before it counts as high-cardinality.
 MAX_TRACKED = 1000
@@ -176,6 +177,12 @@ def infer_schema(
         c: column_spec(merged[c], native.get(c), max_categories) for c in columns if c in merged
     }
     rows = merged[columns[0]]["rows"] if columns and columns[0] in merged else 0
+    if rows == 0:
+        raise DataValidationError(
+            f"the input holds no rows to infer a schema from: {', '.join(sources.uris)}; "
+            "point it at files with data (a CSV needs rows below its header, a JSON Lines "
+            "file one JSON object per line)"
+        )
     return {"max_bad_fraction": 0.01, "columns": specs}, rows
 
 

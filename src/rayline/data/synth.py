@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from rayline.paths import output_dir
+
 TARGET = "label"
 KEY = "row_id"
 
@@ -77,8 +79,7 @@ def write_synthetic(
     """
     if rows < 1 or cols < 1:
         raise ValueError("rows and cols must be positive")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "--out")
     shards = shards or max(1, -(-rows // 1_000_000))
     bounds = np.linspace(0, rows, shards + 1).astype(np.int64)
     paths = []

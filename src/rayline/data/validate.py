@@ -58,7 +58,24 @@ def _file_schema(sources: SourceFiles, path: str) -> pa.Schema:
 
 
 def _file_footer(sources: SourceFiles, path: str) -> tuple[pa.Schema, int | None]:
-    """A file's schema, and its row count where the format records one (Parquet)."""
+    """A file's schema, and its row count where the format records one (Parquet).
+
+    Raises:
+        DataValidationError: the file cannot be read in its format, or names a column
+            twice (which of the two a reader takes is arbitrary).
+    """
+    schema, rows = _read_footer(sources, path)
+    dup = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if dup:
+        raise DataValidationError(
+            f"'{sources.display(path)}' has more than one column named "
+            f"{', '.join(repr(n) for n in dup)}; rename or drop the duplicates so that each "
+            "column name appears once"
+        )
+    return schema, rows
+
+
+def _read_footer(sources: SourceFiles, path: str) -> tuple[pa.Schema, int | None]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -67,6 +84,17 @@ def _file_footer(sources: SourceFiles, path: str) -> tuple[pa.Schema, int | None
             with sources.filesystem.open_input_file(path) as f:
                 footer = pq.ParquetFile(f)
                 return footer.schema_arrow, footer.metadata.num_rows
+        with sources.filesystem.open_input_stream(path) as f:
+            head = f.read(64 * 1024)
+        if b"\0" in head:
+            # Binary (or UTF-16) data: pyarrow's CSV parser would print a traceback per
+            # undecodable row before failing, the JSON reader find no keys.
+            what = "it is a Parquet file" if head.startswith(b"PAR1") else "it holds NUL bytes"
+            raise DataValidationError(
+                f"cannot read '{sources.display(path)}' as {sources.format}: {what}, not "
+                "UTF-8 text. Set data.format to the file's format, or replace or remove it "
+                "(save text as UTF-8)."
+            )
         if sources.format == "json":
             with sources.filesystem.open_input_stream(path) as f:
                 keys = jsonl_keys(io.TextIOWrapper(f, encoding="utf-8", errors="replace"))
@@ -109,7 +137,7 @@ def check_file_schemas(
         if missing:
             problems.append(
                 f"{name}: missing column(s) {', '.join(missing)} (file has: "
-                f"{', '.join(schema.names)})"
+                f"{', '.join(schema.names) or 'no columns; is it empty?'})"
             )
         if sources.format != "parquet":
             continue  # CSV and JSON values are read as text and parsed row by row
