@@ -154,7 +154,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=9)
-    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--target", type=float, default=0.9, help="validation accuracy")
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--ray-cpus", type=int, default=8)
