@@ -50,10 +50,31 @@ def resolve_tracking_uri(cfg: RegistryConfig, storage_path: str) -> str:
     return f"sqlite:///{Path(storage_path).resolve()}/mlflow.db"
 
 
-def load_pyfunc(uri: str, tracking_uri: str):
-    """Load a registered model (``models:/name@alias``) in any process, e.g. a Ray actor."""
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def use_mlflow(tracking_uri: str) -> None:
+    """Point this process's MLflow client at ``tracking_uri`` (tracking and registry).
+
+    ``mlflow.set_tracking_uri`` also exports ``$MLFLOW_TRACKING_URI`` (and the registry one)
+    for subprocesses. Left set, a later pipeline in the same process (a test session, a
+    retrain loop, a notebook) would take it for the user's choice and use the first run's
+    store instead of its own default under its storage path; so the user's values are put
+    back.
+    """
+    before = {k: os.environ.get(k) for k in _URI_ENV}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def load_pyfunc(uri: str, tracking_uri: str):
+    """Load a registered model (``models:/name@alias``) in any process, e.g. a Ray actor."""
+    use_mlflow(tracking_uri)
     return mlflow.pyfunc.load_model(uri)
 
 
@@ -83,12 +104,10 @@ class Registry:
     def __init__(self, cfg: RegistryConfig, storage_path: str):
         self.cfg = cfg
         self.tracking_uri = resolve_tracking_uri(cfg, storage_path)
-        # Before mlflow.set_tracking_uri, which sets $MLFLOW_TRACKING_URI itself.
         self._uri_given = bool(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         self.storage_path = storage_path
         try:
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
+            use_mlflow(self.tracking_uri)
             self.client = MlflowClient(self.tracking_uri, self.tracking_uri)
         except (MlflowException, OSError) as exc:
             raise self._unusable(exc) from None

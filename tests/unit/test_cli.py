@@ -343,7 +343,10 @@ def test_bad_override_names_the_key_and_the_fix(override, expected):
     assert expected in _user_error(rayline("show-config", "jobs/configs/demo.yaml", override))
 
 
-def test_storage_path_that_is_a_file(tmp_path):
+def test_storage_path_that_is_a_file(tmp_path, monkeypatch):
+    # The default store under the storage path is used only without MLFLOW_TRACKING_URI
+    # (an earlier test in the same pytest process may leave one set).
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     blocker = tmp_path / "storage"
     blocker.write_text("not a directory")
     err = _user_error(
