@@ -39,6 +39,14 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(absolute(path))
 
 
+def nearest_existing(path: str | os.PathLike[str]) -> Path:
+    """``path`` or its nearest ancestor that exists: what is in the way of creating it."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
 def output_dir(path: str | os.PathLike[str], what: str) -> Path:
     """Create the local directory ``path`` (and its parents) to write into.
 
@@ -55,9 +63,7 @@ def output_dir(path: str | os.PathLike[str], what: str) -> Path:
         if not os.access(p, os.W_OK):
             raise PermissionError(13, "Permission denied", str(p))
     except OSError as exc:
-        blocker = p
-        while not blocker.exists() and blocker != blocker.parent:
-            blocker = blocker.parent
+        blocker = nearest_existing(p)
         if blocker.is_file():
             why = f"'{blocker}' is a file, not a directory"
         else:

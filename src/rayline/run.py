@@ -27,7 +27,7 @@ from rayline.cache import StageCache
 from rayline.config import PipelineConfig
 from rayline.errors import ConfigError
 from rayline.lineage import git_info, package_versions
-from rayline.paths import filesystem, is_remote
+from rayline.paths import filesystem, is_remote, nearest_existing
 from rayline.runtime import resolve_storage
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,7 @@ def _unwritable(storage: str, run_dir: str, exc: OSError) -> str:
     """What to say when the run directory cannot be written under ``storage``."""
     if not is_remote(storage):
         # The nearest existing ancestor says why: a file in the way, or no permission.
-        p = Path(run_dir)
-        while not p.exists() and p != p.parent:
-            p = p.parent
+        p = nearest_existing(run_dir)
         if p.is_file():
             return (
                 f"runtime.storage_path: '{p}' is a file, so the run directory {run_dir} "

@@ -27,6 +27,16 @@ def _validate(cfg_path: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _infer(data: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rayline.cli", "schema", "infer", str(data)],
+        cwd=data.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_validate_prints_the_data_report_for_csv(tmp_path):
     df = make_table(400, bad_rows=3)
     df["age"] = df["age"].astype(object)
@@ -60,13 +70,7 @@ def test_schema_infer_bootstraps_a_contract_the_same_data_passes(tmp_path):
     df = make_table(300)
     (tmp_path / "csv").mkdir()
     df.to_csv(tmp_path / "csv" / "table.csv", index=False)
-    res = subprocess.run(
-        [sys.executable, "-m", "rayline.cli", "schema", "infer", str(tmp_path / "csv")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = _infer(tmp_path / "csv")
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.startswith("# Inferred by `rayline schema infer` from 300 rows")
     schema = yaml.safe_load(res.stdout)["schema"]
@@ -89,13 +93,7 @@ def test_schema_infer_on_files_without_rows_is_an_error(tmp_path):
     answer was a schema of no columns, exit 0."""
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "header.csv").write_text("a,b\n")
-    res = subprocess.run(
-        [sys.executable, "-m", "rayline.cli", "schema", "infer", str(tmp_path / "csv")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = _infer(tmp_path / "csv")
     assert res.returncode == 2, res.stderr[-3000:]
     assert "internal error" not in res.stderr and "Traceback" not in res.stderr
     assert "holds no rows to infer a schema from" in res.stderr and "header.csv" in res.stderr

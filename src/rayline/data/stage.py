@@ -327,9 +327,7 @@ def read_split(staged_path: str, split: str, columns: list[str] | None = None):
     fs, inner = filesystem(path)
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
-        raise DataValidationError(
-            f"the {split} split is empty; add data or change data.split fractions"
-        )
+        raise _empty_split(split)
     if columns is not None:
         return ray.data.read_parquet(inner, filesystem=fs, partitioning=None, columns=columns)
     ds = ray.data.read_parquet(inner, filesystem=fs, partitioning=None)
@@ -344,14 +342,26 @@ def read_split(staged_path: str, split: str, columns: list[str] | None = None):
 IN_PROCESS_MAX_ROWS = 200_000
 
 
-def split_rows(staged_path: str, split: str) -> int | None:
-    """Rows of one split from its Parquet footers (no data read); None when it has none."""
+def _split_dataset(staged_path: str, split: str):
+    """One split as a ``pyarrow.dataset`` (nothing read yet); None when it has no rows."""
     import pyarrow.dataset as pads
 
     fs, inner = filesystem(split_path(staged_path, split))
     if fs.get_file_info(inner).type == pafs.FileType.NotFound:
         return None
-    return pads.dataset(inner, filesystem=fs, format="parquet", partitioning=None).count_rows()
+    return pads.dataset(inner, filesystem=fs, format="parquet", partitioning=None)
+
+
+def _empty_split(split: str) -> DataValidationError:
+    return DataValidationError(
+        f"the {split} split is empty; add data or change data.split fractions"
+    )
+
+
+def split_rows(staged_path: str, split: str) -> int | None:
+    """Rows of one split from its Parquet footers (no data read); None when it has none."""
+    dataset = _split_dataset(staged_path, split)
+    return None if dataset is None else dataset.count_rows()
 
 
 def read_split_frame(staged_path: str, split: str, columns: list[str] | None = None):
@@ -360,14 +370,9 @@ def read_split_frame(staged_path: str, split: str, columns: list[str] | None = N
     The in-process counterpart of :func:`read_split` for splits of at most
     :data:`IN_PROCESS_MAX_ROWS` rows: the declared columns, or only ``columns``.
     """
-    import pyarrow.dataset as pads
-
-    fs, inner = filesystem(split_path(staged_path, split))
-    if fs.get_file_info(inner).type == pafs.FileType.NotFound:
-        raise DataValidationError(
-            f"the {split} split is empty; add data or change data.split fractions"
-        )
-    dataset = pads.dataset(inner, filesystem=fs, format="parquet", partitioning=None)
+    dataset = _split_dataset(staged_path, split)
+    if dataset is None:
+        raise _empty_split(split)
     table = dataset.to_table(columns=columns)
     drop = [c for c in (REASON_COL, RULES_COL, SOURCE_COL) if c in table.column_names]
     return table.drop_columns(drop).to_pandas()
