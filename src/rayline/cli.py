@@ -400,6 +400,177 @@ def runs_prune(
         _echo(con, housekeeping.prune_runs(_load(config, overrides), older_than, dry_run))
 
 
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="The cluster's Jobs API, http://HEAD:8265 (the Ray dashboard). Default: $RAY_ADDRESS.",
+    ),
+]
+JobIdArg = Annotated[
+    str, typer.Argument(help="A job id, as `rayline submit` or `jobs list` print it.")
+]
+
+
+@app.command()
+def submit(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    address: AddressOpt = None,
+    shared_fs: Annotated[
+        bool | None,
+        typer.Option(
+            "--shared-fs/--no-shared-fs",
+            help="The cluster's nodes see this machine's files (a loopback cluster, NFS): "
+            "relative data, storage and MLflow paths are made absolute here. Default: on for a "
+            "loopback address; off refuses relative paths.",
+        ),
+    ] = None,
+    working_dir: Annotated[
+        str | None,
+        typer.Option("--working-dir", help="Directory uploaded as the job's code (default: .)."),
+    ] = None,
+    fail_on_reject: Annotated[
+        bool, typer.Option("--fail-on-reject", help="Exit 3 when the gate rejects the model.")
+    ] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Print the job id and return; `rayline jobs` follows it."),
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the pipeline as a Ray job on a cluster; stream its output; exit with rayline's code.
+
+    The config is validated here first. The job runs `python -m rayline run CONFIG ...` in an
+    uploaded copy of the working directory (without data/, .venv/, run output or what
+    .gitignore lists); relative paths are made absolute (--shared-fs) or refused. The token
+    for token auth is read from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
+    Ctrl-C stops following, not the job.
+    """
+    from rayline import submit as sub
+
+    code = 0
+    with _user_errors(verbose):
+        sub.quiet_ray_client(verbose)
+        url = sub.jobs_address(address)
+        job = sub.prepare(
+            config,
+            overrides or [],
+            address=url,
+            shared_fs=shared_fs,
+            working_dir=working_dir,
+            fail_on_reject=fail_on_reject,
+        )
+        jc = sub.client(url)
+        for line in job.resolved:
+            typer.echo(f"resolved on this machine: {line}", err=True)
+        job_id = sub.submit(jc, job)
+        if no_wait:
+            typer.echo(job_id)
+            return
+        typer.echo(f"submitted job {job_id} to {url}; following its output", err=True)
+        try:
+            info = sub.follow(jc, job_id, sub.write_stdout)
+        except KeyboardInterrupt:
+            typer.secho(
+                f"stopped following; job {job_id} goes on: `rayline jobs logs {job_id} --follow`, "
+                f"`rayline jobs stop {job_id}`",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
+            raise typer.Exit(code=130) from None
+        except RaylineError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=sub.EXIT_LOST) from None
+        code = sub.exit_code(info)
+        typer.secho(
+            sub.explain(info), fg=typer.colors.RED if code else typer.colors.GREEN, err=True
+        )
+    if code:
+        raise typer.Exit(code=code)
+
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Ray jobs on a cluster (see `rayline submit`).")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    address: AddressOpt = None,
+    include_all: Annotated[
+        bool, typer.Option("--all", help="Every job, not only rayline's.")
+    ] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The cluster's rayline jobs, newest first: id, status, rayline exit code, pipeline."""
+    from rayline import submit as sub
+
+    with _user_errors(verbose):
+        sub.quiet_ray_client(verbose)
+        rows = sub.job_rows(sub.client(address), include_all)
+        typer.echo(json.dumps(rows) if as_json else sub.jobs_table(rows))
+
+
+@jobs_app.command("status")
+def jobs_status(
+    job_id: JobIdArg,
+    address: AddressOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """A job's status; for a finished one, rayline's exit code and what it means."""
+    from rayline import submit as sub
+
+    with _user_errors(verbose):
+        sub.quiet_ray_client(verbose)
+        info = sub.job_info(sub.client(address), job_id)
+        status = str(getattr(info.status, "value", info.status))
+        finished = status in sub.TERMINAL
+        code = sub.exit_code(info) if finished else None
+        if as_json:
+            doc = {"job_id": job_id, "status": status, "exit_code": code, "message": info.message}
+            typer.echo(json.dumps(doc))
+        else:
+            typer.echo(f"{job_id}: {status}")
+            if finished:
+                typer.echo(f"exit code {code}: {sub.EXIT_CODES[code]}")
+                typer.echo(sub.explain(info))
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: JobIdArg,
+    address: AddressOpt = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """A job's output (the pipeline's stage lines and summary); -f follows it."""
+    from rayline import submit as sub
+
+    with _user_errors(verbose):
+        sub.quiet_ray_client(verbose)
+        jc = sub.client(address)
+        sub.job_info(jc, job_id)
+        if follow:
+            sub.follow(jc, job_id, sub.write_stdout)
+        else:
+            sub.write_stdout(jc.get_job_logs(job_id))
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: JobIdArg, address: AddressOpt = None, verbose: VerboseOpt = False) -> None:
+    """Stop a running job (its driver gets SIGTERM, then SIGKILL); waits up to 60 s."""
+    from rayline import submit as sub
+
+    with _user_errors(verbose):
+        sub.quiet_ray_client(verbose)
+        info = sub.stop(sub.client(address), job_id)
+        typer.echo(f"{job_id}: {getattr(info.status, 'value', info.status)}")
+
+
 def _load(config: str, overrides: list[str] | None):
     from rayline.config import load_config
 

@@ -107,6 +107,11 @@ class Registry:
         self._uri_given = bool(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         self.storage_path = storage_path
         try:
+            if self.tracking_uri.startswith("sqlite:///"):
+                # MLflow opens the database file when the client is made: its directory first.
+                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
             use_mlflow(self.tracking_uri)
             self.client = MlflowClient(self.tracking_uri, self.tracking_uri)
         except (MlflowException, OSError) as exc:
@@ -142,10 +147,6 @@ class Registry:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         try:
-            if self.tracking_uri.startswith("sqlite:///"):
-                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
-                    parents=True, exist_ok=True
-                )
             exp = self.client.get_experiment_by_name(self.cfg.experiment)
             if exp is None:
                 location = None

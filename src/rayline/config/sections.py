@@ -500,6 +500,12 @@ class TrainConfig(_Section):
         "run or sweep trial starts in a fraction of the time; num_workers is then ignored. "
         "Checkpoints are kept by rayline under the run directory.",
     )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="How Ray places the workers' bundles on nodes: PACK fills few nodes, "
+        "SPREAD puts ranks on different nodes where it can, STRICT_* insist (a STRICT_SPREAD "
+        "request larger than the node count can never be placed).",
+    )
     placement_timeout_s: float = Field(
         120,
         gt=0,
