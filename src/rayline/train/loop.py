@@ -863,6 +863,13 @@ class _Ledger:
             self.path = os.path.join(directory, f"rank-{rank}.jsonl")
         self.attempt = uuid.uuid4().hex[:12]
         self.start_step = start_step
+        # The Ray node this rank runs on: where a placement strategy put it.
+        try:
+            import ray
+
+            self.node = ray.get_runtime_context().get_node_id()
+        except Exception:  # outside Ray (unit tests)
+            self.node = None
 
     def record(self, epoch: int, step: int) -> None:
         if self.path:
@@ -875,6 +882,7 @@ class _Ledger:
                             "epoch": epoch,
                             "step": step,
                             "pid": os.getpid(),
+                            "node": self.node,
                         }
                     )
                     + "\n"
