@@ -52,13 +52,14 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_REJECTED, EXIT_STOPPED, EXIT_LOST = 0, 1
 RAYLINE_CODES = (EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_REJECTED, 130)
 
 #: Never uploaded with the working directory (on top of what .gitignore lists).
+#: Leading "/" anchors a pattern at the working directory's root (gitignore syntax).
 EXCLUDES = [
-    ".git",
-    ".venv",
-    "venv",
-    "data",
-    "rayline-runs",
-    "mlruns",
+    "/.git",
+    "/.venv",
+    "/venv",
+    "/data",
+    "/rayline-runs",
+    "/mlruns",
     "**/__pycache__",
     "*.egg-info",
     ".pytest_cache",
