@@ -450,8 +450,7 @@ def submit(
     from rayline import submit as sub
 
     code = 0
-    with _user_errors(verbose):
-        sub.quiet_ray_client(verbose)
+    with _user_errors(verbose), sub.quiet_ray_client(verbose):
         url = sub.jobs_address(address)
         job = sub.prepare(
             config,
@@ -506,8 +505,7 @@ def jobs_list(
     """The cluster's rayline jobs, newest first: id, status, rayline exit code, pipeline."""
     from rayline import submit as sub
 
-    with _user_errors(verbose):
-        sub.quiet_ray_client(verbose)
+    with _user_errors(verbose), sub.quiet_ray_client(verbose):
         rows = sub.job_rows(sub.client(address), include_all)
         typer.echo(json.dumps(rows) if as_json else sub.jobs_table(rows))
 
@@ -522,8 +520,7 @@ def jobs_status(
     """A job's status; for a finished one, rayline's exit code and what it means."""
     from rayline import submit as sub
 
-    with _user_errors(verbose):
-        sub.quiet_ray_client(verbose)
+    with _user_errors(verbose), sub.quiet_ray_client(verbose):
         info = sub.job_info(sub.client(address), job_id)
         status = str(getattr(info.status, "value", info.status))
         finished = status in sub.TERMINAL
@@ -550,8 +547,7 @@ def jobs_logs(
     """A job's output (the pipeline's stage lines and summary); -f follows it."""
     from rayline import submit as sub
 
-    with _user_errors(verbose):
-        sub.quiet_ray_client(verbose)
+    with _user_errors(verbose), sub.quiet_ray_client(verbose):
         jc = sub.client(address)
         sub.job_info(jc, job_id)
         if follow:
@@ -565,8 +561,7 @@ def jobs_stop(job_id: JobIdArg, address: AddressOpt = None, verbose: VerboseOpt 
     """Stop a running job (its driver gets SIGTERM, then SIGKILL); waits up to 60 s."""
     from rayline import submit as sub
 
-    with _user_errors(verbose):
-        sub.quiet_ray_client(verbose)
+    with _user_errors(verbose), sub.quiet_ray_client(verbose):
         info = sub.stop(sub.client(address), job_id)
         typer.echo(f"{job_id}: {getattr(info.status, 'value', info.status)}")
 

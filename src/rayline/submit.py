@@ -26,7 +26,8 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -501,16 +502,26 @@ def stop(client_: Any, job_id: str, wait_s: float = 60.0) -> Any:
         time.sleep(1.0)
 
 
-def quiet_ray_client(verbose: bool) -> None:
-    """Hide the Jobs client's packaging and websocket INFO/WARNING lines unless ``verbose``."""
+@contextmanager
+def quiet_ray_client(verbose: bool) -> Iterator[None]:
+    """Hide the Jobs client's packaging and websocket INFO/WARNING lines unless ``verbose``;
+    Ray's loggers get their levels back afterwards."""
     import logging
 
     import ray.job_submission  # noqa: F401 - Ray sets its loggers' levels on import
 
     level = logging.DEBUG if verbose else logging.ERROR
-    for name in ["ray", *logging.Logger.manager.loggerDict]:
-        if name == "ray" or name.startswith("ray."):
-            logging.getLogger(name).setLevel(level)
+    names = [
+        n for n in ["ray", *logging.Logger.manager.loggerDict] if n == "ray" or n.startswith("ray.")
+    ]
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(level)
+    try:
+        yield
+    finally:
+        for n, lvl in saved.items():
+            logging.getLogger(n).setLevel(lvl)
 
 
 def write_stdout(text: str) -> None:
