@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -287,6 +288,10 @@ def make_trainer(
 
     tcfg = loop_cfg.train
     world = 1 if tcfg.local_mode else tcfg.num_workers
+    if tcfg.elastic:
+        # The worker count may be anything in [min, max] from one attempt to the next: pad
+        # the split to a multiple of every count in that range, so none drops a row.
+        world = math.lcm(*range(tcfg.fewest_workers, tcfg.num_workers + 1))
     plan = shard_plan(loop_cfg.train_rows, world, tcfg.batch_size, tcfg.grad_accum_steps)
     datasets = as_datasets(datasets, plan.pad_rows)
     stop_file = f"{storage_path.rstrip('/')}/{name}/{STOP_FILE}"
@@ -306,9 +311,14 @@ def make_trainer(
             ray.train.ScalingConfig(num_workers=0)
             if tcfg.local_mode
             else ray.train.ScalingConfig(
-                num_workers=tcfg.num_workers,
+                # Elastic: Train V2 starts with as many as fit (up to max) and restarts a
+                # failed group with what is left, down to min.
+                num_workers=(
+                    (tcfg.fewest_workers, tcfg.num_workers) if tcfg.elastic else tcfg.num_workers
+                ),
                 use_gpu=tcfg.use_gpu,
                 resources_per_worker=resources,
+                placement_strategy=tcfg.placement_strategy,
             )
         ),
         torch_config=TorchConfig(
