@@ -163,24 +163,25 @@ def check_training_fits(
         ClusterError: the request exceeds the cluster's total CPUs or GPUs.
     """
     # Local mode trains in the calling process: one "worker" that reserves nothing itself.
-    n_workers = 1 if train.local_mode else train.num_workers
+    # Elastic training starts once its fewest workers fit.
+    n_workers = 1 if train.local_mode else train.fewest_workers
     for name, amount in train.resources_per_worker.items():
         if name in ("CPU", "GPU") or train.local_mode:
             continue
         need, have = n_workers * amount, resources.get(name, 0)
         if need > have:
             raise ClusterError(
-                f"training asks for {train.num_workers} workers x {amount:g} '{name}' = {need:g}, "
+                f"training asks for {n_workers} workers x {amount:g} '{name}' = {need:g}, "
                 f"but the cluster has {have:g}; lower train.resources_per_worker.{name} or "
                 "train.num_workers"
             )
-    workers = 0 if train.local_mode else train.num_workers  # local mode: no worker processes
+    workers = 0 if train.local_mode else n_workers  # local mode: no worker processes
     need_cpu = workers * train.cpus_per_worker + trial_cpus
     have_cpu = resources.get("CPU", 0)
     if need_cpu > have_cpu:
         trial = f" + {trial_cpus:g} for the Tune trial itself" if trial_cpus else ""
         raise ClusterError(
-            f"training asks for {train.num_workers} workers x {train.cpus_per_worker:g} CPU"
+            f"training asks for {workers} workers x {train.cpus_per_worker:g} CPU"
             f"{trial} = {need_cpu:g} CPUs but the cluster has {have_cpu:g}; lower "
             "train.num_workers or train.cpus_per_worker, or raise runtime.num_cpus for a local run"
         )

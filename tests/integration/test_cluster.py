@@ -7,8 +7,9 @@ script started (`local_cluster.sh stop`, by process group), never `ray stop`.
 
 One pipeline job does the heavy checks together, since each costs minutes here: DDP ranks
 placed on both nodes (SPREAD), every row accounted for, the worker node's raylet killed
-mid-training and the run finishing from its last checkpoint, a model registered, and no
-planted secret anywhere in what the run wrote or logged.
+mid-training and the elastic run (num_workers: [1, 2]) finishing from its last checkpoint
+with the one worker left, a model registered, and no planted secret anywhere in what the
+run wrote or logged.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def cluster():
         RAY_AUTH_TOKEN_PATH=str(token_path),
         TEMP_DIR=str(root / "c"),
         NUM_WORKERS="1",
-        HEAD_CPUS="3",
+        # One training worker fits on the head: after the worker node is lost, only an
+        # elastic run (num_workers: [1, 2]) can go on.
+        HEAD_CPUS="1",
         WORKER_CPUS="2",
         OBJECT_STORE_BYTES=str(150 * 1024 * 1024),
         RAY_PORT=str(_free_ports(1)),
@@ -151,7 +154,7 @@ def workdir(tmp_path_factory):
         train={
             "epochs": 6,
             "batch_size": 16,
-            "num_workers": 2,
+            "num_workers": [1, 2],
             "placement_strategy": "SPREAD",
             "max_failures": 2,
             "cache_mb": 0,
@@ -238,7 +241,6 @@ def test_pipeline_job_spreads_ranks_survives_a_lost_node_and_leaks_no_secret(clu
 
     # Kill the worker node's raylet once both ranks have trained past epoch 1 (so a
     # checkpoint exists) and one of them runs on that node.
-    head_raylet_node = None
     worker_pid, raylet_pid = cluster.pids()["worker-1"]
     killed = False
     deadline = time.time() + 600
@@ -270,8 +272,9 @@ def test_pipeline_job_spreads_ranks_survives_a_lost_node_and_leaks_no_secret(clu
     # A model was registered from the finished run.
     assert result["model_version"] and "registered: models:/churn/" in logs
 
-    # DDP ranks on both nodes in the first attempt; the final attempt restored a
-    # checkpoint and trained every later step exactly once.
+    # DDP ranks on both nodes in the first attempt; the final attempt, elastic down to the
+    # one worker the head can hold, restored a checkpoint and trained every later step
+    # exactly once.
     rows = _ledger(run_dir)
     first, *later = sorted(
         {r["attempt"] for r in rows},
@@ -283,8 +286,8 @@ def test_pipeline_job_spreads_ranks_survives_a_lost_node_and_leaks_no_secret(clu
     start = final[0]["restored_at"]
     steps = sorted(r["step"] for r in final if r["rank"] == 0)
     assert steps == list(range(start + 1, steps[-1] + 1))
-    head_raylet_node = {r["node"] for r in final}
-    assert len(head_raylet_node) == 1  # only the head is left
+    assert len({r["node"] for r in final}) == 1  # only the head is left
+    assert {r["rank"] for r in final} == {0}  # with one worker
 
     # Every row accounted for: in = ok + quarantined, the splits add up, every epoch trained
     # the whole train split.

@@ -565,3 +565,38 @@ def test_user_transform_refs_follow_the_one_rule(write):
         load_config(write(MINIMAL), ["features.user=[pkg.mod.fn, 'pkg-mod:fn', 'a:b:c']"])
     for bad in ("pkg.mod.fn", "pkg-mod:fn", "a:b:c"):
         assert f"features.user: '{bad}' is not 'package.module:function'" in info.value.problems
+
+
+def test_num_workers_range_makes_training_elastic(write):
+    cfg = validate_config({**base(), "train": {"num_workers": [1, 3]}, "tune": {"enabled": False}})
+    assert (cfg.train.num_workers, cfg.train.min_workers) == (3, 1)
+    assert cfg.train.elastic and cfg.train.fewest_workers == 1
+    # The resolved config reloads to the same thing (show-config, the run's config.yaml).
+    again = PipelineConfig.model_validate(cfg.model_dump(by_alias=True))
+    assert again.train.elastic and again.fingerprint() == cfg.fingerprint()
+    fixed = validate_config({**base(), "train": {"num_workers": [2, 2]}})
+    assert not fixed.train.elastic and fixed.train.fewest_workers == 2
+
+
+@pytest.mark.parametrize(
+    ("workers", "fix"),
+    [
+        ([3, 1], "1 <= min <= max"),
+        ([1, 2, 3], "[min, max]"),
+        ([0, 2], "1 <= min"),
+        (["a", 2], "whole"),
+    ],
+)
+def test_bad_worker_ranges_say_how_to_write_one(workers, fix):
+    assert fix in only_problem({**base(), "train": {"num_workers": workers}})
+
+
+def test_elastic_training_is_refused_in_a_sweep_and_in_local_mode():
+    sweep = {
+        "enabled": True,
+        "search_space": {"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+    }
+    text = only_problem({**base(), "train": {"num_workers": [1, 2]}, "tune": sweep})
+    assert "elastic" in text and "tune.enabled: false" in text
+    text = only_problem({**base(), "train": {"num_workers": [1, 2], "local_mode": True}})
+    assert "elastic" in text

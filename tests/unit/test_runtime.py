@@ -108,3 +108,10 @@ def test_runtime_num_cpus_overrides_the_local_default(monkeypatch, fake_ray):
     monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)
     assert init_ray(RuntimeConfig(dashboard=False, num_cpus=3)) == {"CPU": 3.0}
     assert fake_ray.init_kwargs["num_cpus"] == 3
+
+
+def test_elastic_training_needs_only_its_fewest_workers_to_fit():
+    elastic = TrainConfig(num_workers=[1, 4], cpus_per_worker=2)
+    check_training_fits(elastic, {"CPU": 2.0})
+    with pytest.raises(ClusterError, match="1 workers x 2 CPU"):
+        check_training_fits(elastic, {"CPU": 1.0})

@@ -194,6 +194,12 @@ class PipelineConfig(_Section):
                 "that a copied trial continues from (PBT over multi-worker DDP trials is not "
                 "supported yet)"
             )
+        if self.train.elastic and (self.tune.enabled or self.train.local_mode):
+            problems.append(
+                "train.num_workers: an elastic [min, max] range is for one training run on a "
+                "cluster; set tune.enabled: false and train.local_mode: false, or give one "
+                "number"
+            )
         cols = self.schema_.columns
         declared = ", ".join(sorted(cols))
         if self.data.target not in cols:

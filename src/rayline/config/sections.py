@@ -422,7 +422,21 @@ class TrainConfig(_Section):
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer.")
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP ranks).")
+    num_workers: int = Field(
+        2,
+        ge=1,
+        description="Ray Train workers (DDP ranks). A list `[min, max]` makes training "
+        "elastic (Ray Train V2's ScalingConfig(num_workers=(min, max))): it starts with as "
+        "many as fit, up to max, and after a lost worker or node goes on from the last "
+        "checkpoint with what is left, down to min; num_workers is then max and "
+        "min_workers min.",
+    )
+    min_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Elastic training's lower bound (set by `num_workers: [min, max]`); "
+        "unset: a fixed num_workers.",
+    )
     use_gpu: bool = Field(False, description="One GPU per worker with NCCL; CPU uses gloo.")
     cpus_per_worker: float = Field(
         1.0, gt=0, description="Logical CPUs each worker reserves (fractions allowed)."
@@ -513,6 +527,43 @@ class TrainConfig(_Section):
         "free, or autoscaled nodes up); past it the run (or the Tune trial) fails with the "
         "resources it waited for instead of retrying forever.",
     )
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _elastic_range(cls, data: Any) -> Any:
+        workers = data.get("num_workers") if isinstance(data, dict) else None
+        if isinstance(workers, list | tuple):
+            if (
+                len(workers) != 2
+                or not all(isinstance(w, int) and not isinstance(w, bool) for w in workers)
+                or not 1 <= workers[0] <= workers[1]
+            ):
+                raise ValueError(
+                    f"num_workers: {list(workers)} is not [min, max] with two whole numbers "
+                    "1 <= min <= max; give one number for a fixed worker count"
+                )
+            data = {**data, "num_workers": workers[1], "min_workers": workers[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _min_workers(self) -> TrainConfig:
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(
+                f"min_workers ({self.min_workers}) is above num_workers ({self.num_workers}); "
+                "write num_workers: [min, max]"
+            )
+        return self
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the worker count may change between attempts (min below max)."""
+        return self.min_workers is not None and self.min_workers < self.num_workers
+
+    @property
+    def fewest_workers(self) -> int:
+        """The workers a run must be able to place to start at all."""
+        return self.min_workers if self.elastic else self.num_workers
 
 
 class ParamSpec(_Section):
