@@ -372,6 +372,43 @@ def optimizer_step(parts: StepParts, global_step: int, epoch: int, ledger: _Ledg
     return global_step
 
 
+@dataclass
+class StepClock:
+    """Where one epoch's training time went: blocked on the next batch, or in the step.
+
+    ``data_wait_s`` sums the time spent waiting for each batch from the data iterator (Ray
+    Data's, or the in-memory :class:`ShardCache`); ``compute_s`` sums forward, backward
+    (with DDP's gradient all-reduce) and the optimizer step. Whatever is left of the epoch's
+    wall time is logging and the loop itself. A GPU runs kernels asynchronously, so without
+    ``sync`` part of a step's compute is charged to the next batch's wait; ``sync`` makes
+    every reading wait for the device first. Only ``rayline bench scaling`` turns it on
+    (:attr:`~rayline.train.spec.LoopConfig.sync_timing`): two device syncs per micro-batch
+    would cost normal training throughput. On a CPU the readings are exact either way.
+    """
+
+    sync: bool = False
+    data_wait_s: float = 0.0
+    compute_s: float = 0.0
+
+    def now(self) -> float:
+        """``time.perf_counter()``, after the GPU's queued work when :attr:`sync` is on."""
+        if self.sync:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def batches(self, batches):
+        """Yield from ``batches``, adding the time each ``next()`` blocks to :attr:`data_wait_s`."""
+        it = iter(batches)
+        while True:
+            started = self.now()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.data_wait_s += self.now() - started
+            yield batch
+
+
 def train_epoch(
     parts: StepParts,
     batches,
@@ -383,11 +420,13 @@ def train_epoch(
     log_every: int | None,
     world: int,
     rank: int = 0,
+    clock: StepClock | None = None,
 ) -> tuple[torch.Tensor, int]:
     """One epoch of :func:`train_step` over ``batches``, an :func:`optimizer_step` every
     ``accum`` micro-batches (and one more for a leftover), step metrics every ``log_every``.
 
-    Returns ``[summed loss, rows]`` (float64, this rank's real rows) and the new global step.
+    Returns ``[summed loss, rows]`` (float64, this rank's real rows) and the new global step;
+    ``clock``, when given, accumulates the epoch's data wait and compute seconds.
 
     Raises:
         NonFiniteLossError: a micro-batch's loss is NaN or infinite (checked on the value
@@ -398,8 +437,10 @@ def train_epoch(
     loss_sum = torch.zeros(2, dtype=torch.float64)
     micro = 0
     window = [0.0, 0, time.perf_counter()]  # loss sum, rows, start of the logging window
+    clock = clock or StepClock()
     parts.optimizer.zero_grad(set_to_none=True)
-    for batch in batches:
+    for batch in clock.batches(batches):
+        started = clock.now()
         micro += 1
         last_micro = micro % parts.accum == 0
         batch_loss, rows = train_step(parts, batch, last_micro)
@@ -414,14 +455,18 @@ def train_epoch(
         window[1] += rows
         if last_micro:
             global_step = optimizer_step(parts, global_step, epoch, ledger)
+        clock.compute_s += clock.now() - started
+        if last_micro:
             window = _log_step(
                 history_dir, log_every, global_step, epoch, window, world, parts.optimizer
             )
     if micro % parts.accum:
         # Leftover micro-batches at the end of the epoch still make one (smaller) step;
         # their gradients were not synced yet, so sync them by a plain all-reduce.
+        started = clock.now()
         _sync_grads(parts.model)
         global_step = optimizer_step(parts, global_step, epoch, ledger)
+        clock.compute_s += clock.now() - started
         _log_step(history_dir, log_every, global_step, epoch, window, world, parts.optimizer)
     return loss_sum, global_step
 
@@ -599,7 +644,10 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
     )
     history_dir = spec.history_dir if rank == 0 else None
 
+    sync_timing = spec.sync_timing and device.type == "cuda"
     for epoch in range(start_epoch, epochs):
+        clock = StepClock(sync=sync_timing)
+        steps_before = global_step
         started = time.perf_counter()
         try:
             loss_sum, global_step = train_epoch(
@@ -612,6 +660,7 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
                 log_every=tcfg.log_every_n_steps,
                 world=world,
                 rank=rank,
+                clock=clock,
             )
             check_weights(model, f"after epoch {epoch + 1}, step {global_step}", optimizer)
         except NonFiniteLossError as exc:
@@ -620,8 +669,17 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
             record_stop(spec.stop_file, str(exc))
             raise
         elapsed = time.perf_counter() - started
+        # One all-reduce for the loss and the timings: the loss sums over the ranks, the
+        # timings are averaged below. NCCL reduces device tensors only, hence the move.
+        stats = torch.tensor(
+            [*loss_sum.tolist(), elapsed, clock.data_wait_s, clock.compute_s], dtype=torch.float64
+        )
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(loss_sum)
+            reduced = stats.to(device)
+            dist.all_reduce(reduced)
+            stats = reduced.cpu()
+        loss_sum = stats[:2]
+        loop_s, data_wait_s, compute_s = (stats[2:] / world).tolist()
         if rank == 0 and spec.train_rows and int(loss_sum[1]) != spec.train_rows:
             log.warning(
                 "epoch %d trained %d rows of the %d in the train split",
@@ -636,6 +694,11 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
             "train_rows": int(loss_sum[1]),
             "samples_per_s": float(loss_sum[1] / elapsed) if elapsed > 0 else 0.0,
             "lr": float(optimizer.param_groups[0]["lr"]),
+            # Per rank, averaged over the ranks (StepClock): is the epoch data-bound?
+            "loop_s": loop_s,
+            "data_wait_s": data_wait_s,
+            "compute_s": compute_s,
+            "steps": global_step - steps_before,
         }
         val = validate(model, val_data.epoch(epoch), prep, rank)
         metrics.update({f"val_{k}": v for k, v in val.items()})

@@ -39,6 +39,10 @@ class LoopConfig:
             :func:`rayline.train.trainer.make_trainer`.
         trial_id: The Tune trial this run is, if any (stamped into its checkpoints).
         started_at: Wall-clock start of the run (a trial's), for ``since_start_s``.
+        sync_timing: Wait for the GPU before each reading of the step clock, so that the
+            epoch's ``data_wait_s`` and ``compute_s`` are exact on CUDA
+            (:class:`rayline.train.loop.StepClock`); ``rayline bench scaling`` sets it.
+            Off in normal training: the syncs would cost throughput. No effect on CPU.
     """
 
     model: ModelConfig
@@ -53,6 +57,7 @@ class LoopConfig:
     stop_file: str | None = None
     trial_id: str | None = None
     started_at: float | None = None
+    sync_timing: bool = False
 
     def preprocessor(self) -> FittedPreprocessor:
         """The fitted preprocessor (parsed from :attr:`prep_json`)."""

@@ -163,11 +163,13 @@ def loop_config(
     ledger_dir: str | None = None,
     history_dir: str | None = None,
     checkpoint_dir: str | None = None,
+    sync_timing: bool = False,
 ) -> LoopConfig:
     """The training loop's config, built once here on the driver from the pipeline config.
 
     Its ``model`` and ``train`` are (copies of) the validated config sections, so the
     workers read every default from :mod:`rayline.config` and nowhere else.
+    ``sync_timing``: see :attr:`LoopConfig.sync_timing` (``rayline bench scaling``).
     """
     return LoopConfig(
         model=cfg.model.model_copy(deep=True),
@@ -179,6 +181,7 @@ def loop_config(
         ledger_dir=ledger_dir,
         history_dir=history_dir,
         checkpoint_dir=checkpoint_dir,
+        sync_timing=sync_timing,
     )
 
 
@@ -357,8 +360,13 @@ def fit(
     storage_path: str,
     name: str,
     train_rows: int,
+    *,
+    sync_timing: bool = False,
 ) -> TrainResult:
     """Train once with the config's hyperparameters; return the best epoch's checkpoint.
+
+    ``sync_timing``: exact per-epoch data-wait/compute timings on GPUs, at some cost
+    (:attr:`LoopConfig.sync_timing`; ``rayline bench scaling``).
 
     Raises:
         TrainingError: the workers failed more often than ``train.max_failures`` allows.
@@ -373,6 +381,7 @@ def fit(
         ledger_dir=None if is_remote(storage_path) else f"{storage_path}/{name}/ledger",
         history_dir=f"{storage_path}/{name}/history",
         checkpoint_dir=f"{storage_path}/{name}/checkpoints" if local else None,
+        sync_timing=sync_timing,
     )
     trainer = make_trainer(
         loop_cfg,
