@@ -447,6 +447,32 @@ def submit(
     for token auth is read from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
     Ctrl-C stops following, not the job.
     """
+    _submit_job(
+        config,
+        overrides,
+        address=address,
+        shared_fs=shared_fs,
+        working_dir=working_dir,
+        fail_on_reject=fail_on_reject,
+        no_wait=no_wait,
+        verbose=verbose,
+    )
+
+
+def _submit_job(
+    config: str,
+    overrides: list[str] | None,
+    *,
+    address: str | None,
+    shared_fs: bool | None = None,
+    working_dir: str | None = None,
+    fail_on_reject: bool = False,
+    no_wait: bool = False,
+    verbose: bool = False,
+    command: tuple[str, ...] = ("run",),
+    extra_args: tuple[str, ...] = (),
+) -> None:
+    """Submit ``python -m rayline <command> CONFIG ...`` as a Ray job and follow it (or not)."""
     from rayline import submit as sub
 
     code = 0
@@ -459,6 +485,8 @@ def submit(
             shared_fs=shared_fs,
             working_dir=working_dir,
             fail_on_reject=fail_on_reject,
+            command=command,
+            extra_args=extra_args,
         )
         jc = sub.client(url)
         for line in job.resolved:
@@ -564,6 +592,99 @@ def jobs_stop(job_id: JobIdArg, address: AddressOpt = None, verbose: VerboseOpt 
     with _user_errors(verbose), sub.quiet_ray_client(verbose):
         info = sub.stop(sub.client(address), job_id)
         typer.echo(f"{job_id}: {getattr(info.status, 'value', info.status)}")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks of rayline's stages on a cluster.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("scaling")
+def bench_scaling(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    workers: Annotated[
+        str, typer.Option("--workers", "-w", help="Worker counts to train at, e.g. 1,2,4,8.")
+    ] = "1,2",
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            min=1,
+            help="Epochs per count (default: train.epochs); the first is a warm-up, left out "
+            "of the figures, so use 2 or more.",
+        ),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out", help="Directory for scaling.json and scaling.png (default: the bench run's)."
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Run it as a Ray job on this cluster's Jobs API (http://HEAD:8265), as "
+            "`rayline submit` runs the pipeline; default: here (a local Ray or runtime.address).",
+        ),
+    ] = None,
+    verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train at each worker count on the cluster; report samples/s, scaling efficiency,
+    data wait vs compute per step, and model FLOP/s against a matmul peak measured in the run.
+
+    Uses the config's data (staged and featurized by the pipeline's stages, from the cache when
+    an earlier run made them) and its train section; runs on a local Ray, runtime.address, or
+    (--address) as a Ray job on a cluster. Results: one MLflow run (a metric per count),
+    scaling.json and scaling.png.
+    """
+    if address:
+        from rayline.bench.scaling import parse_workers
+
+        with _user_errors(verbose):
+            parse_workers(workers)  # a bad list fails here, before anything is sent
+        extra = ["--workers", workers]
+        if epochs:
+            extra += ["--epochs", str(epochs)]
+        if out:
+            extra += ["--out", out]
+        if as_json:
+            extra.append("--json")
+        _submit_job(
+            config,
+            overrides,
+            address=address,
+            verbose=verbose,
+            command=("bench", "scaling"),
+            extra_args=tuple(extra),
+        )
+        return
+    with _command(verbose) as con:
+        from rayline.bench.scaling import format_table, parse_workers, run_scaling
+
+        counts = parse_workers(workers)
+        cfg = _load(config, overrides)
+        if verbose:
+            cfg.runtime.log_to_driver = True
+        con.capture.tee = cfg.runtime.log_to_driver
+        result = run_scaling(
+            cfg,
+            counts,
+            epochs=epochs,
+            out_dir=out,
+            on_stage=con.stage_done,
+            on_stage_start=con.stage_started,
+        )
+        if as_json:
+            _echo(con, json.dumps(result.to_dict(), default=str))
+        else:
+            _echo(con, format_table(result))
+            _echo(
+                con,
+                f"results: {result.json_path}, {result.plot_path}; MLflow run "
+                f"{result.mlflow_run_id} at {result.tracking_uri}",
+            )
 
 
 def _load(config: str, overrides: list[str] | None):

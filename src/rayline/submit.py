@@ -241,8 +241,13 @@ def prepare(
     working_dir: str | None = None,
     fail_on_reject: bool = False,
     submission_id: str | None = None,
+    command: tuple[str, ...] = ("run",),
+    extra_args: tuple[str, ...] = (),
 ) -> Submission:
     """Validate the config here and build the job; relative paths resolved or refused.
+
+    The job runs ``python -m rayline <command> CONFIG <overrides> <extra_args>``: the
+    pipeline (``run``) or, e.g., ``bench scaling`` with its options.
 
     Raises:
         ConfigError: the config or an override is invalid, the config file is outside the
@@ -284,7 +289,7 @@ def prepare(
         raise ConfigError(problems, config)
     final = list(overrides) + resolved
     load_config(config, final)  # the job's exact config still validates
-    args = ["python", "-m", "rayline", "run", cfg_rel.as_posix(), *final]
+    args = ["python", "-m", "rayline", *command, cfg_rel.as_posix(), *final, *extra_args]
     if fail_on_reject:
         args.append("--fail-on-reject")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -301,6 +306,7 @@ def prepare(
     metadata = {
         "rayline": __version__,
         "rayline_config": cfg_rel.as_posix(),
+        "rayline_command": " ".join(command),
         "rayline_pipeline": cfg.name,
         "submitted_from": f"{os.uname().nodename}:{base}",
     }

@@ -157,6 +157,8 @@ def workdir(tmp_path_factory):
             "num_workers": [1, 2],
             "placement_strategy": "SPREAD",
             "max_failures": 2,
+            # A restart that asks for a node that is gone fails in 30 s, not 120.
+            "placement_timeout_s": 30,
             "cache_mb": 0,
         },
         model={"builder": "slow_model:build"},
@@ -219,6 +221,39 @@ def test_a_stopped_job_exits_4(cluster, workdir):
     )
     doc = json.loads(status.stdout)
     assert doc["status"] == "STOPPED" and doc["exit_code"] == 4
+
+
+def test_bench_scaling_runs_as_a_job_on_the_cluster(cluster, workdir):
+    env = _client_env(cluster)
+    out = _rayline(
+        [
+            "bench",
+            "scaling",
+            "pipeline.yaml",
+            "--workers",
+            "1,2",
+            "--epochs",
+            "2",
+            "--address",
+            cluster.address,
+        ],
+        workdir,
+        env,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("results: "))
+    json_path, png_path = line.removeprefix("results: ").split(";")[0].split(", ")
+    doc = json.loads(Path(json_path).read_text())
+    assert [p["workers"] for p in doc["points"]] == [1, 2]
+    assert all(p["samples_per_s"] > 0 for p in doc["points"])
+    assert doc["points"][0]["efficiency"] == pytest.approx(1.0)
+    assert Path(png_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    db = sqlite3.connect(workdir / "runs" / "mlflow.db")
+    steps = db.execute(
+        "select step from metrics where key = 'samples_per_s' and run_uuid = ?",
+        (doc["mlflow_run_id"],),
+    ).fetchall()
+    assert sorted(s for (s,) in steps) == [1, 2]
 
 
 def _ledger(run_dir: Path) -> list[dict]:

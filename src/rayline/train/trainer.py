@@ -345,7 +345,12 @@ def make_trainer(
                 checkpoint_score_order=mode,
             ),
             failure_config=ray.train.FailureConfig(
-                max_failures=tcfg.max_failures, controller_failure_limit=0
+                max_failures=tcfg.max_failures,
+                # A fixed group that cannot be placed fails the run (no endless retries). An
+                # elastic one gets max_failures more tries: right after a node is lost Ray may
+                # still count its resources, so the first restart can ask for more workers
+                # than fit; the next one counts again and starts with what is left.
+                controller_failure_limit=(max(1, tcfg.max_failures) if tcfg.elastic else 0),
             ),
             callbacks=callbacks,
         ),
