@@ -528,7 +528,6 @@ class TrainConfig(_Section):
         "resources it waited for instead of retrying forever.",
     )
 
-
     @model_validator(mode="before")
     @classmethod
     def _elastic_range(cls, data: Any) -> Any:
