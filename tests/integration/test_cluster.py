@@ -141,6 +141,14 @@ def _rayline(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 9
     )
 
 
+def _submit_no_wait(cluster: Cluster, workdir: Path, env: dict[str, str], *overrides: str):
+    """``rayline submit pipeline.yaml OVERRIDES --no-wait``: the job id and the output."""
+    args = ["submit", "pipeline.yaml", *overrides, "--no-wait", "--address", cluster.address]
+    out = _rayline(args, workdir, env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1], out
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A project directory: config, data and a user model at relative paths."""
@@ -197,21 +205,9 @@ def test_a_failing_pipeline_exits_with_rayline_s_user_error_code(cluster, workdi
 
 def test_a_stopped_job_exits_4(cluster, workdir):
     env = _client_env(cluster)
-    out = _rayline(
-        [
-            "submit",
-            "pipeline.yaml",
-            "train.epochs=200",
-            "runtime.storage_path=stopped-runs",
-            "--no-wait",
-            "--address",
-            cluster.address,
-        ],
-        workdir,
-        env,
+    job_id, _ = _submit_no_wait(
+        cluster, workdir, env, "train.epochs=200", "runtime.storage_path=stopped-runs"
     )
-    assert out.returncode == 0, out.stderr
-    job_id = out.stdout.strip().splitlines()[-1]
     listed = _rayline(["jobs", "list", "--json", "--address", cluster.address], workdir, env)
     assert job_id in [r["job_id"] for r in json.loads(listed.stdout)]
     stopped = _rayline(["jobs", "stop", job_id, "--address", cluster.address], workdir, env)
@@ -266,20 +262,7 @@ def _ledger(run_dir: Path) -> list[dict]:
 
 def test_pipeline_job_spreads_ranks_survives_a_lost_node_and_leaks_no_secret(cluster, workdir):
     env = _client_env(cluster)
-    out = _rayline(
-        [
-            "submit",
-            "pipeline.yaml",
-            "runtime.run_name=spread-elastic",
-            "--no-wait",
-            "--address",
-            cluster.address,
-        ],
-        workdir,
-        env,
-    )
-    assert out.returncode == 0, out.stderr
-    job_id = out.stdout.strip().splitlines()[-1]
+    job_id, out = _submit_no_wait(cluster, workdir, env, "runtime.run_name=spread-elastic")
     # Relative paths were resolved on this machine (the nodes share its disk).
     assert f'runtime.storage_path="{workdir / "runs"}"' in out.stderr
 
