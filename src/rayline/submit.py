@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 
 from rayline.config import PipelineConfig, load_config
 from rayline.errors import ClusterError, ConfigError
+from rayline.paths import is_remote
 
 #: What each exit code of ``rayline run`` / ``submit`` means (the README's table).
 EXIT_CODES: dict[int, str] = {
@@ -190,23 +191,28 @@ class Submission:
     resolved: list[str] = field(default_factory=list)
 
 
-def _is_uri(path: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path))
+def _is_relative(path: str) -> bool:
+    """A local path that would resolve against the job's working directory."""
+    return not is_remote(path) and not os.path.isabs(path)
+
+
+def _data_paths(cfg: PipelineConfig) -> list[str]:
+    return cfg.data.path if isinstance(cfg.data.path, list) else [cfg.data.path]
 
 
 def _relative_paths(cfg: PipelineConfig) -> list[tuple[str, str, Callable[[Path], str]]]:
     """``(key, value, override value for a base dir)`` for every relative path in ``cfg``."""
     out: list[tuple[str, str, Callable[[Path], str]]] = []
-    paths = cfg.data.path if isinstance(cfg.data.path, list) else [cfg.data.path]
-    if any(not _is_uri(p) and not os.path.isabs(p) for p in paths):
+    paths = _data_paths(cfg)
+    if any(_is_relative(p) for p in paths):
 
         def data_value(base: Path) -> str:
-            new = [p if _is_uri(p) or os.path.isabs(p) else str(base / p) for p in paths]
+            new = [str(base / p) if _is_relative(p) else p for p in paths]
             return json.dumps(new if isinstance(cfg.data.path, list) else new[0])
 
         out.append(("data.path", json.dumps(cfg.data.path), data_value))
     sp = cfg.runtime.storage_path
-    if not _is_uri(sp) and not os.path.isabs(sp):
+    if _is_relative(sp):
         out.append(("runtime.storage_path", sp, lambda base: json.dumps(str(base / sp))))
     uri = cfg.registry.tracking_uri
     if uri:
@@ -227,7 +233,7 @@ def _relative_tracking_path(uri: str) -> str | None:
     if uri.startswith("file:"):
         rest = uri[len("file:") :]
         return rest if rest and not rest.startswith("/") else None
-    if _is_uri(uri) or os.path.isabs(uri) or re.match(r"^[A-Za-z]+:", uri):
+    if not _is_relative(uri) or re.match(r"^[A-Za-z]+:", uri):
         return None
     return uri
 
@@ -316,18 +322,17 @@ def prepare(
 def _excludes(wd: Path, cfg: PipelineConfig, base: Path) -> list[str]:
     """:data:`EXCLUDES` plus the run storage and local data when they lie inside ``wd``."""
     out = list(EXCLUDES)
-    paths = cfg.data.path if isinstance(cfg.data.path, list) else [cfg.data.path]
-    for p in [cfg.runtime.storage_path, *paths]:
-        if _is_uri(p):
+    for p in [cfg.runtime.storage_path, *_data_paths(cfg)]:
+        if is_remote(p):
             continue
-        full = (base / p).resolve() if not os.path.isabs(p) else Path(p).resolve()
+        full = (base / p).resolve()  # an absolute p replaces base
         try:
             rel = full.relative_to(wd)
         except ValueError:
             continue
         # The first path component that is not a glob: data/*.parquet excludes data/.
         parts = [part for part in rel.parts if not any(c in part for c in "*?[")]
-        if parts and parts[0] not in out:
+        if parts and "/" + parts[0] not in out:
             out.append("/" + parts[0])
     return out
 
