@@ -1,4 +1,5 @@
-"""Drift math on hand-built profiles: PSI against numpy, categorical shares, statuses, HTML."""
+"""Drift math on hand-built profiles: PSI against numpy, categorical shares, statuses, HTML;
+the equal-width histograms read off the profile's quantile sketch."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ import pytest
 
 from rayline.config import DriftConfig
 from rayline.data.drift import compare, numeric_bins, numeric_shares, psi
-from rayline.data.profile import ColumnProfile, Profile
+from rayline.data.profile import (
+    ColumnProfile,
+    Profile,
+    _block_quantile_cls,
+    _numeric_profile,
+    histogram_edges,
+    sketch_histogram,
+)
 from rayline.data.profile_html import render_html, write_html
 
 
-def numeric(values: np.ndarray, nulls: int = 0, points: int = 101) -> ColumnProfile:
+def numeric(
+    values: np.ndarray, nulls: int = 0, points: int = 101, hist: bool = False
+) -> ColumnProfile:
+    edges = histogram_edges(float(values.min()), float(values.max())) if hist else None
     return ColumnProfile(
         kind="numeric",
         type="float",
@@ -22,6 +33,8 @@ def numeric(values: np.ndarray, nulls: int = 0, points: int = 101) -> ColumnProf
         mean=float(values.mean()),
         std=float(values.std()),
         quantiles=[float(q) for q in np.quantile(values, np.linspace(0, 1, points))],
+        histogram=[int(k) for k in np.histogram(values, edges)[0]] if hist else None,
+        histogram_edges=edges,
     )
 
 
@@ -234,3 +247,87 @@ def test_html_without_drift_overlays_the_reference_and_folds_long_tails(tmp_path
     out = write_html(tmp_path / "r" / "p.html", cur, ref, compare(cur, ref, DriftConfig()))
     assert out.read_text().startswith("<!doctype html>")
     assert render_html(cur).count('class="ref"') == 0
+
+
+def _sketch(values: np.ndarray):
+    from datasketches import kll_doubles_sketch
+
+    sketch = kll_doubles_sketch(800)
+    sketch.update(np.asarray(values, dtype=np.float64))
+    return sketch
+
+
+def test_histogram_counts_add_up_and_match_numpy_on_equal_width_bins():
+    rng = np.random.default_rng(8)
+    small = rng.gamma(2.0, 20.0, size=700)  # below the sketch's k: every item kept, exact
+    edges, counts = sketch_histogram(_sketch(small), 20)
+    assert len(edges) == 21 and edges[0] == small.min() and edges[-1] == small.max()
+    assert np.diff(edges) == pytest.approx([np.ptp(small) / 20] * 20)
+    assert counts == np.histogram(small, edges)[0].tolist() and sum(counts) == 700
+    big = rng.normal(size=200_000)  # compacted: approximate counts, still adding up exactly
+    edges, counts = sketch_histogram(_sketch(big), 20)
+    assert sum(counts) == 200_000
+    assert np.abs(np.array(counts) - np.histogram(big, edges)[0]).max() < 0.01 * 200_000
+
+
+def test_short_integer_ranges_get_a_bin_per_value_and_constants_one_bin():
+    ages = np.random.default_rng(9).integers(0, 5, size=700).astype(float)
+    edges, counts = sketch_histogram(_sketch(ages), 20, integer=True)
+    assert edges == [-0.5, 0.5, 1.5, 2.5, 3.5, 4.5]
+    assert counts == [int((ages == v).sum()) for v in range(5)]
+    assert sketch_histogram(_sketch(np.full(10, 3.0)), 20) == ([2.5, 3.5], [10])
+    from datasketches import kll_doubles_sketch
+
+    assert sketch_histogram(kll_doubles_sketch(800), 20) is None
+
+
+def test_the_profile_aggregate_gives_a_histogram_of_the_non_null_rows():
+    """The profiling pass's quantile aggregate, fed blocks as Ray Data would (no cluster);
+    700 rows stay below the sketch's k, so the counts are exact."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(10)
+    values = rng.exponential(3.0, size=700)
+    column = pa.array([None if i % 7 == 0 else v for i, v in enumerate(values)], pa.float64())
+    agg = _block_quantile_cls()("x", [0.0, 0.5, 1.0], alias_name="q:x", histogram_bins=20)
+    parts = [agg.aggregate_block(pa.table({"x": column.slice(i, 250)})) for i in (0, 250, 500)]
+    sketched = agg.finalize(agg.combine(agg.combine(parts[0], parts[1]), parts[2]))
+    non_null = column.drop_null().to_numpy()
+    stats = {
+        "n:x": len(non_null),
+        "q:x": sketched,
+        "min:x": non_null.min(),
+        "max:x": non_null.max(),
+        "mean:x": non_null.mean(),
+        "std:x": non_null.std(),
+    }
+    col = _numeric_profile(stats, "x", 700, "float")
+    assert col.nulls == 100 and sum(col.histogram) == col.count - col.nulls == len(non_null)
+    assert len(col.histogram) == 20 and len(col.histogram_edges) == 21
+    assert col.histogram == np.histogram(non_null, col.histogram_edges)[0].tolist()
+    assert Profile.from_json(Profile(700, {"x": col}).to_json()).columns["x"] == col
+    bools = _block_quantile_cls()("b", [0.0, 1.0], alias_name="q:b")  # no histogram asked
+    assert bools.finalize(bools.aggregate_block(pa.table({"b": [0.0, 1.0]})))["edges"] is None
+
+
+def test_html_draws_histograms_with_the_champion_overlaid():
+    rng = np.random.default_rng(11)
+    ref = Profile(4000, {"x": numeric(rng.normal(size=4000), hist=True)})
+    cur = Profile(5000, {"x": numeric(rng.normal(3, 2, size=5000), nulls=50, hist=True)})
+    page = render_html(cur, ref, compare(cur, ref, DriftConfig(), "m v1"))
+    assert page.count('class="cur"') == 20  # one bar per equal-width bin of this run
+    assert page.count('<path class="ref"') == 1 and "champion on its own bins" in page
+    assert "share of non-null rows per bin" in page and "≤ " not in page  # no decile bars
+    alone = render_html(cur)
+    assert alone.count('class="cur"') == 20 and 'class="ref"' not in alone
+
+
+def test_html_overlays_a_champion_profile_without_histogram_from_its_percentiles():
+    rng = np.random.default_rng(12)
+    old = Profile(4000, {"x": numeric(rng.normal(size=4000))})  # written before histograms
+    new = Profile(4000, {"x": numeric(rng.normal(size=4000), hist=True)})
+    page = render_html(new, old, compare(new, old, DriftConfig()))
+    assert '<path class="ref"' in page and "read off its percentiles" in page
+    # An old profile as this run's: its decile bars, noted, never a crash.
+    back = render_html(old, new, compare(old, new, DriftConfig()))
+    assert "has no histogram" in back and "≤ " in back and 'class="ref"' in back

@@ -2,9 +2,10 @@
 
 :func:`compute_profile` makes ONE streaming pass (a single ``Dataset.aggregate`` call) and
 keeps, per column: count, nulls, min/max/mean/std and 101 approximate quantiles (KLL sketches,
-Ray Data's ``ApproximateQuantile`` fed a block at a time) for numeric and bool columns; the most frequent categories
-with their counts, the count of all others and the number of distinct values for string
-columns. A :class:`Profile` is plain JSON: it is saved with the run and attached to the
+Ray Data's ``ApproximateQuantile`` fed a block at a time) for numeric and bool columns, and for
+float and int columns an equal-width histogram read off the same sketch (the page draws it;
+drift uses the quantiles); the most frequent categories with their counts, the count of all
+others and the number of distinct values for string columns. A :class:`Profile` is plain JSON: it is saved with the run and attached to the
 registered model version, so the next run can compare its data with the data the champion was
 trained on (:mod:`rayline.data.drift`; rendered by :mod:`rayline.data.profile_html`).
 """
@@ -22,6 +23,8 @@ import numpy as np
 FORMAT_VERSION = 1
 QUANTILES = [i / 100 for i in range(101)]
 NUMERIC_TYPES = ("float", "int", "bool")
+#: Equal-width histogram bins per float/int column (fewer for an int column of a short range).
+HISTOGRAM_BINS = 20
 
 
 @dataclass
@@ -29,8 +32,12 @@ class ColumnProfile:
     """One column's statistics (numeric fields are None for string columns and vice versa).
 
     ``count`` is every row, nulls included. ``quantiles`` are values at equally spaced
-    probabilities from 0 to 1 (101 points by default). ``top`` maps the most frequent
-    categories to their counts; ``other_count`` counts the non-null rows outside ``top``.
+    probabilities from 0 to 1 (101 points by default). ``histogram`` counts the non-null rows
+    per equal-width bin between ``histogram_edges`` (one more edge than counts; bins are
+    ``[e_i, e_i+1)``, the last one closed), see :func:`sketch_histogram`; profiles written
+    before histograms existed, bool columns and all-null columns have none. ``top`` maps the
+    most frequent categories to their counts; ``other_count`` counts the non-null rows outside
+    ``top``.
     """
 
     kind: str  # "numeric" | "categorical"
@@ -45,6 +52,8 @@ class ColumnProfile:
     other_count: int = 0
     type: str | None = None  # the schema's logical type: float, int, bool or string
     distinct: int | None = None
+    histogram: list[int] | None = None
+    histogram_edges: list[float] | None = None
 
 
 @dataclass
@@ -86,6 +95,51 @@ def quantile_probs(points: int) -> np.ndarray:
     return np.linspace(0.0, 1.0, points)
 
 
+def histogram_edges(
+    lo: float, hi: float, bins: int = HISTOGRAM_BINS, integer: bool = False
+) -> list[float]:
+    """Edges of ``bins`` equal-width bins from ``lo`` to ``hi`` (``numpy.histogram``'s).
+
+    An integer column spanning fewer than ``bins`` values gets one bin per value, centred on
+    it (edges at half-integers), so no bin straddles two values and none is empty between
+    them; a constant column gets one bin of width 1 around its value, as numpy does.
+    """
+    if integer and float(lo).is_integer() and float(hi).is_integer() and hi - lo < bins:
+        return [lo - 0.5 + i for i in range(int(hi - lo) + 2)]
+    if lo == hi:
+        return [lo - 0.5, hi + 0.5]
+    return [float(e) for e in np.linspace(lo, hi, bins + 1)]
+
+
+def sketch_histogram(
+    sketch: Any, bins: int = HISTOGRAM_BINS, integer: bool = False
+) -> tuple[list[float], list[int]] | None:
+    """``(edges, counts)``: an equal-width histogram of a KLL sketch's items, or None if empty.
+
+    The edges span the sketch's exact min and max (:func:`histogram_edges`); the counts are
+    differences of the sketch's CDF at the interior edges times its item count, rounded, so
+    they add up to exactly that count: the column's non-null (and non-NaN) rows. A sketch
+    that never compacted (at most ``k`` items, 800 for the profile's) holds every item, so the
+    counts are exact; past that each cumulative count is within the sketch's rank error
+    (about 0.35% of the rows at k=800) of the true one. Reading the histogram off the sketch
+    the quantiles come from keeps profiling one pass: equal-width edges need the min and max,
+    which a streaming pass only knows at its end.
+    """
+    if sketch.is_empty():
+        return None
+    lo, hi = float(sketch.get_min_value()), float(sketch.get_max_value())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    edges = histogram_edges(lo, hi, bins, integer)
+    n = int(sketch.n)
+    # P(X < e) at the interior edges: the bins are [e_i, e_i+1), the last one closed at max.
+    cdf = sketch.get_cdf(edges[1:-1], False) if len(edges) > 2 else []
+    cum = np.rint(np.asarray([*list(cdf)[:-1], 1.0]) * n).astype(np.int64)
+    cum[-1] = n
+    counts = np.diff(np.concatenate([[0], cum]))
+    return edges, [int(k) for k in counts]
+
+
 # -- computing a profile ----------------------------------------------------------------------
 def _num(v: Any) -> float | None:
     """A finite float, or None for a missing, NaN or infinite statistic."""
@@ -116,6 +170,10 @@ def _block_quantile_cls() -> type:
 
             return kll_doubles_sketch
 
+        def __init__(self, *args, histogram_bins: int = 0, integer: bool = False, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._histogram_bins, self._integer = histogram_bins, integer
+
         def aggregate_block(self, block) -> bytes:
             column = BlockAccessor.for_block(block).to_arrow().column(self.get_target_column())
             values = pc.drop_null(column).to_numpy()
@@ -126,11 +184,37 @@ def _block_quantile_cls() -> type:
                 sketch.update(np.array(values, dtype=np.float64, copy=True, order="C"))
             return sketch.serialize()
 
+        def finalize(self, accumulator: bytes) -> dict[str, Any]:
+            """The quantiles and, when asked for, the equal-width histogram of one sketch."""
+            sketch = self._sketch_cls.deserialize(accumulator)
+            if sketch.is_empty():
+                return {"quantiles": [], "edges": None, "counts": None}
+            hist = (
+                sketch_histogram(sketch, self._histogram_bins, self._integer)
+                if self._histogram_bins
+                else None
+            )
+            return {
+                "quantiles": list(sketch.get_quantiles(self._quantiles)),
+                "edges": hist[0] if hist else None,
+                "counts": hist[1] if hist else None,
+            }
+
     return BlockApproximateQuantile
 
 
-def _aggregates(numeric: list[str], categorical: list[str], probs: list[float]) -> list[Any]:
-    """Every aggregate of the single profiling pass, aliased ``<stat>:<column>``."""
+def _aggregates(
+    numeric: list[str],
+    categorical: list[str],
+    probs: list[float],
+    types: dict[str, str] | None = None,
+    histogram_bins: int = HISTOGRAM_BINS,
+) -> list[Any]:
+    """Every aggregate of the single profiling pass, aliased ``<stat>:<column>``.
+
+    The quantile sketch of a float or int column (``types``) also gives its histogram.
+    """
+    types = types or {}
     from ray.data.aggregate import Count, Max, Mean, Min, Std, ValueCounter
 
     quantile = _block_quantile_cls()
@@ -144,7 +228,13 @@ def _aggregates(numeric: list[str], categorical: list[str], probs: list[float]) 
             Max(c, alias_name=f"max:{c}"),
             Mean(c, alias_name=f"mean:{c}"),
             Std(c, ddof=0, alias_name=f"std:{c}"),
-            quantile(c, probs, alias_name=f"q:{c}"),
+            quantile(
+                c,
+                probs,
+                alias_name=f"q:{c}",
+                histogram_bins=histogram_bins if types.get(c) in ("float", "int") else 0,
+                integer=types.get(c) == "int",
+            ),
         ]
     for c in categorical:
         # Exact counts of every distinct value: memory grows with the column's cardinality.
@@ -156,7 +246,9 @@ def _numeric_profile(stats: dict[str, Any], c: str, rows: int, ctype: str) -> Co
     # On an all-null column the aggregates give None (min/max/mean/std) and [] (quantiles);
     # on an empty dataset every one of them is None.
     n = int(stats.get(f"n:{c}") or 0)
-    q = stats.get(f"q:{c}") if n else None
+    sketched = (stats.get(f"q:{c}") or {}) if n else {}
+    q = sketched.get("quantiles")
+    edges, counts = sketched.get("edges"), sketched.get("counts")
     quantiles = [float(x) for x in q] if q is not None and len(q) else None
     if quantiles and not all(math.isfinite(x) for x in quantiles):
         quantiles = None
@@ -176,6 +268,8 @@ def _numeric_profile(stats: dict[str, Any], c: str, rows: int, ctype: str) -> Co
         mean=_num(stats.get(f"mean:{c}")) if n else None,
         std=_num(stats.get(f"std:{c}")) if n else None,
         quantiles=quantiles,
+        histogram=[int(k) for k in counts] if edges and counts is not None else None,
+        histogram_edges=[float(e) for e in edges] if edges and counts is not None else None,
     )
 
 
@@ -203,7 +297,12 @@ def _categorical_profile(stats: dict[str, Any], c: str, rows: int, top_k: int) -
 
 
 def compute_profile(
-    ds: Any, columns: dict[str, str], *, quantiles: int = 100, top_k: int = 100
+    ds: Any,
+    columns: dict[str, str],
+    *,
+    quantiles: int = 100,
+    top_k: int = 100,
+    histogram_bins: int = HISTOGRAM_BINS,
 ) -> Profile:
     """Profile ``columns`` of a Ray Dataset in one streaming pass (one ``aggregate`` call).
 
@@ -212,6 +311,7 @@ def compute_profile(
         columns: Column name -> logical type (``float``, ``int``, ``bool`` or ``string``).
         quantiles: Number of quantile intervals; ``quantiles + 1`` points from 0 to 1 are kept.
         top_k: Most frequent categories kept per string column (ties broken by value).
+        histogram_bins: Equal-width histogram bins per float/int column (0: none).
 
     Returns:
         The profile; statistics of an all-null column or an empty dataset are None.
@@ -230,7 +330,8 @@ def compute_profile(
         ds = ds.map_batches(bools_to_float, fn_kwargs={"columns": bools}, batch_format="pandas")
     probs = [float(p) for p in quantile_probs(quantiles + 1)]
     # An empty dataset aggregates to None.
-    stats = ds.aggregate(*_aggregates(numeric, categorical, probs)) or {}
+    aggs = _aggregates(numeric, categorical, probs, columns, histogram_bins)
+    stats = ds.aggregate(*aggs) or {}
     rows = int(stats.get("rows") or 0)
     out: dict[str, ColumnProfile] = {}
     for c in columns:

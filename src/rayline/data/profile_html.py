@@ -1,12 +1,27 @@
-"""A data profile (and its drift against the champion's) as a self-contained HTML page."""
+"""A data profile (and its drift against the champion's) as a self-contained HTML page.
+
+Float and int columns are drawn as equal-width histograms (the profile's ``histogram``), the
+champion's as an outline over them; bool and string columns as shares per value. The PSI in
+the table is computed on the champion's decile bins (:mod:`rayline.data.drift`), which are
+not drawn: every decile holds ~10% of the champion's rows, so its bars would hide the shape.
+"""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
 
-from rayline.data.drift import NULL, OTHER, ColumnDrift, DriftReport, column_shares
-from rayline.data.profile import ColumnProfile, Profile
+import numpy as np
+
+from rayline.data.drift import (
+    NULL,
+    OTHER,
+    ColumnDrift,
+    DriftReport,
+    column_shares,
+    numeric_shares,
+)
+from rayline.data.profile import HISTOGRAM_BINS, ColumnProfile, Profile, histogram_edges
 
 _CUR, _REF = "#3b82f6", "#f59e0b"
 _CSS = """
@@ -70,6 +85,118 @@ def _bars_svg(labels: list[str], cur: list[float], ref: list[float] | None) -> s
         parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _reference_histogram(
+    col: ColumnProfile, ref: ColumnProfile | None
+) -> tuple[list[float], list[float], bool] | None:
+    """The champion's ``(edges, share of its non-null rows per bin, from_quantiles)``.
+
+    Its own stored histogram when it has one; for a profile written before histograms
+    existed, one on equal-width edges over its own min/max with the shares read off its
+    stored quantiles (a piecewise-linear CDF, so within about one percentile of each edge:
+    ``from_quantiles`` is True and the chart says so). None when there is nothing to draw.
+    """
+    if ref is None or ref.kind != "numeric" or ref.type == "bool" or ref.count == ref.nulls:
+        return None
+    if ref.histogram and ref.histogram_edges and sum(ref.histogram) > 0:
+        total = sum(ref.histogram)
+        return list(ref.histogram_edges), [k / total for k in ref.histogram], False
+    if not ref.quantiles or ref.min is None or ref.max is None:
+        return None
+    edges = histogram_edges(ref.min, ref.max, HISTOGRAM_BINS, integer=ref.type == "int")
+    # Every value lies in [edges[0], edges[-1]], so the open end bins are the closed ones;
+    # the shares are of all rows, nulls first: renormalised to the non-null rows.
+    shares = numeric_shares(ref, edges[1:-1])[1:]
+    return edges, [float(v) for v in shares / max(shares.sum(), 1e-12)], True
+
+
+def _histogram_svg(col: ColumnProfile, ref: ColumnProfile | None) -> str:
+    """This run's equal-width histogram as bars, the champion's as an outline on one x-axis.
+
+    The two histograms generally have different edges (each spans its own data's min and
+    max), so the champion's is drawn on its own edges rather than re-binned: its counts on
+    this run's edges are not known (a stored profile keeps only its own bins), and splitting
+    its bins proportionally would invent a flat distribution inside each. The x-axis spans
+    both ranges. Bar heights are this run's share of its non-null rows per bin; the
+    champion's bin heights are its share per bin times (this run's bin width / its bin
+    width), i.e. the share it would have in a bin of this run's width. Both are therefore
+    densities in the same unit, so the areas compare (and when the widths agree, which they
+    do for equal min/max, the heights are plain shares per bin).
+    """
+    edges, counts = col.histogram_edges or [], col.histogram or []
+    n = sum(counts)
+    cur = [k / n if n else 0.0 for k in counts]
+    width_c = (edges[-1] - edges[0]) / max(len(counts), 1)
+    reference = _reference_histogram(col, ref)
+    ref_h: list[float] = []
+    if reference is not None:
+        r_edges, r_shares, _ = reference
+        width_r = (r_edges[-1] - r_edges[0]) / max(len(r_shares), 1)
+        ref_h = [v * width_c / width_r for v in r_shares]
+    lo = min([edges[0], *([reference[0][0]] if reference else [])])
+    hi = max([edges[-1], *([reference[0][-1]] if reference else [])])
+    span = (hi - lo) or 1.0
+    left, plot_w, top_pad, plot_h, axis_h = 56, 560, 14, 130, 34
+    top = max([*cur, *ref_h, 1e-9])
+
+    def px(x: float) -> float:
+        return left + plot_w * (x - lo) / span
+
+    def py(h: float) -> float:
+        return top_pad + plot_h * (1 - h / top)
+
+    base = top_pad + plot_h
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + plot_w + 24}" '
+        f'height="{base + axis_h}" role="img">',
+        f'<text x="{left - 6}" y="{top_pad + 4}" font-size="10" text-anchor="end">'
+        f"{_pct(top)}</text>",
+        f'<text x="{left - 6}" y="{base}" font-size="10" text-anchor="end">0</text>',
+    ]
+    for i, share in enumerate(cur):
+        x0, x1 = px(edges[i]), px(edges[i + 1])
+        close = "]" if i == len(cur) - 1 else ")"
+        tip = f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{close}: {counts[i]:,} rows ({_pct(share)})"
+        parts.append(
+            f'<rect class="cur" x="{x0:.1f}" y="{py(share):.1f}" '
+            f'width="{max(x1 - x0 - 1, 0.5):.1f}" height="{base - py(share):.1f}" '
+            f'fill="{_CUR}" fill-opacity="0.75"><title>{html.escape(tip)}</title></rect>'
+        )
+    if reference is not None:
+        r_edges, r_shares, approx = reference
+        points = [(px(r_edges[0]), base)]
+        for i, h in enumerate(ref_h):
+            points += [(px(r_edges[i]), py(h)), (px(r_edges[i + 1]), py(h))]
+        points.append((px(r_edges[-1]), base))
+        path = " ".join(
+            f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points)
+        )
+        how = "from its percentiles" if approx else f"its own {len(r_shares)} bins"
+        tip = f"champion: {ref.count - ref.nulls:,} non-null rows, {how}"
+        parts.append(
+            f'<path class="ref" d="{path}" fill="none" stroke="{_REF}" stroke-width="2">'
+            f"<title>{html.escape(tip)}</title></path>"
+        )
+    parts.append(
+        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#9aa5b1"/>'
+    )
+    for x in np.linspace(lo, hi, 5):
+        parts.append(
+            f'<line x1="{px(x):.1f}" y1="{base}" x2="{px(x):.1f}" y2="{base + 4}" '
+            f'stroke="#9aa5b1"/><text x="{px(x):.1f}" y="{base + 16}" font-size="10" '
+            f'text-anchor="middle">{_fmt(float(x))}</text>'
+        )
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{base + 30}" font-size="10" text-anchor="middle">'
+        "share of non-null rows per bin</text></svg>"
+    )
+    caption = f"{len(counts)} equal-width bins"
+    if reference is not None:
+        caption += "; outline: the champion on its own bins, scaled to this run's bin width" + (
+            " (read off its percentiles: its profile has no histogram)" if reference[2] else ""
+        )
+    return f'<div class="note">{html.escape(caption)}</div>' + "".join(parts)
 
 
 def _chart_rows(
@@ -151,9 +278,12 @@ def render_html(
 ) -> str:
     """A self-contained HTML page (inline CSS and SVG): a summary table and a chart per column.
 
-    Numeric columns show the share of rows per reference bin (its ``bins`` quantile bins,
-    edges labelled), categorical columns the share of their most frequent categories; this
-    run in blue, the reference (the champion's training data) in amber when given.
+    Float and int columns show their equal-width histogram (:func:`_histogram_svg`), the
+    reference's (the champion's training data) as an amber outline on the same x-axis; a
+    profile without a histogram (written by an older rayline) falls back to the share of
+    rows per reference bin (its ``bins`` quantile bins, edges labelled). Bool and categorical
+    columns show the share per value (the most frequent categories); this run in blue, the
+    reference in amber when given.
     """
     esc = html.escape
     names = list(current.columns) + [
@@ -179,15 +309,22 @@ def render_html(
             f'</td><td class="l">{esc(_summary_cell(col))}</td><td>{psi_txt}</td>'
             f"<td>{unseen_txt}</td><td>{_badge(status) if d else ''}</td></tr>"
         )
-        labels, cur, ref_sh = _chart_rows(*_chart_data(col, ref, d, bins))
         note = ""
         if d is not None:
             note = f'<div class="note">{_badge(d.status)} {esc(d.reason)}'
             note += f" <i>({esc(d.note)})</i></div>" if d.note else "</div>"
+        if col.histogram and col.histogram_edges:
+            chart = _histogram_svg(col, ref)
+        else:
+            chart = _bars_svg(*_chart_rows(*_chart_data(col, ref, d, bins)))
+            if col.kind == "numeric" and col.type != "bool" and col.quantiles:
+                chart = (
+                    '<div class="note">This profile has no histogram (written by an older '
+                    "rayline): shares per decile bin.</div>" + chart
+                )
         charts.append(
             f'<div class="col"><h2>{esc(name)} <small>{esc(col.type or col.kind)}</small></h2>'
-            f'<div class="stats">{esc(_stats_line(col))}</div>{note}'
-            f"{_bars_svg(labels, cur, ref_sh)}</div>"
+            f'<div class="stats">{esc(_stats_line(col))}</div>{note}{chart}</div>'
         )
     has_ref = reference is not None or drift is not None
     ref_name = esc(drift.reference) if drift and drift.reference else "reference"

@@ -1,9 +1,10 @@
 """Profile and drift: the train split's profile (cached), compared with today's champion.
 
-The profile (per-column statistics and decile bins) is a function of the staged data and
-the schema's types, so it is cached by the staging key. The drift comparison is not: it
+The profile (per-column statistics, quantiles and equal-width histograms) is a function of
+the staged data and the schema's types, so it is cached by the staging key. The drift comparison is not: it
 depends on which model holds the champion alias now, so :meth:`Profile.finish` runs it on
-every run, against the profile stored with the champion's version.
+every run, against the profile stored with the champion's version, which also gives the
+champion's histograms that ``data_profile.html`` overlays on this run's.
 """
 
 from __future__ import annotations
