@@ -270,12 +270,14 @@ def test_histogram_counts_add_up_and_match_numpy_on_equal_width_bins():
     assert np.abs(np.array(counts) - np.histogram(big, edges)[0]).max() < 0.01 * 200_000
 
 
-def test_short_integer_ranges_get_a_bin_per_value_and_constants_one_bin():
+def test_integer_bins_hold_whole_values_and_constants_get_one_bin():
     ages = np.random.default_rng(9).integers(0, 5, size=700).astype(float)
     edges, counts = sketch_histogram(_sketch(ages), 20, integer=True)
     assert edges == [-0.5, 0.5, 1.5, 2.5, 3.5, 4.5]
     assert counts == [int((ages == v).sum()) for v in range(5)]
     assert sketch_histogram(_sketch(np.full(10, 3.0)), 20) == ([2.5, 3.5], [10])
+    # 62 values (18..79) in bins of 4 whole values each: 16 bins, none a value short.
+    assert histogram_edges(18, 79, 20, integer=True) == [17.5 + 4 * k for k in range(17)]
     from datasketches import kll_doubles_sketch
 
     assert sketch_histogram(kll_doubles_sketch(800), 20) is None

@@ -23,7 +23,7 @@ import numpy as np
 FORMAT_VERSION = 1
 QUANTILES = [i / 100 for i in range(101)]
 NUMERIC_TYPES = ("float", "int", "bool")
-#: Equal-width histogram bins per float/int column (fewer for an int column of a short range).
+#: Equal-width histogram bins per float/int column (int columns: at most this many).
 HISTOGRAM_BINS = 20
 
 
@@ -100,12 +100,16 @@ def histogram_edges(
 ) -> list[float]:
     """Edges of ``bins`` equal-width bins from ``lo`` to ``hi`` (``numpy.histogram``'s).
 
-    An integer column spanning fewer than ``bins`` values gets one bin per value, centred on
-    it (edges at half-integers), so no bin straddles two values and none is empty between
-    them; a constant column gets one bin of width 1 around its value, as numpy does.
+    An integer column gets at most ``bins`` bins of a whole number of values each, with
+    edges at half-integers, so every bin holds as many possible values as the next (edges at
+    fractions would give some bins one value more than others: a comb, not the shape); a
+    range of fewer than ``bins`` values gets one bin per value. A constant float column
+    gets one bin of width 1 around its value, as numpy does.
     """
-    if integer and float(lo).is_integer() and float(hi).is_integer() and hi - lo < bins:
-        return [lo - 0.5 + i for i in range(int(hi - lo) + 2)]
+    if integer and float(lo).is_integer() and float(hi).is_integer():
+        values = int(hi - lo) + 1
+        width = -(-values // bins)
+        return [lo - 0.5 + k * width for k in range(-(-values // width) + 1)]
     if lo == hi:
         return [lo - 0.5, hi + 0.5]
     return [float(e) for e in np.linspace(lo, hi, bins + 1)]

@@ -154,10 +154,15 @@ def _histogram_svg(col: ColumnProfile, ref: ColumnProfile | None) -> str:
         f"{_pct(top)}</text>",
         f'<text x="{left - 6}" y="{base}" font-size="10" text-anchor="end">0</text>',
     ]
+    # One bin per integer value (histogram_edges' half-integer edges): label the value.
+    per_value = width_c == 1.0 and edges[0] % 1 == 0.5
     for i, share in enumerate(cur):
         x0, x1 = px(edges[i]), px(edges[i + 1])
         close = "]" if i == len(cur) - 1 else ")"
-        tip = f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{close}: {counts[i]:,} rows ({_pct(share)})"
+        where = (
+            f"{edges[i] + 0.5:.4g}" if per_value else f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{close}"
+        )
+        tip = f"{where}: {counts[i]:,} rows ({_pct(share)})"
         parts.append(
             f'<rect class="cur" x="{x0:.1f}" y="{py(share):.1f}" '
             f'width="{max(x1 - x0 - 1, 0.5):.1f}" height="{base - py(share):.1f}" '
