@@ -283,6 +283,87 @@ class Registry:
         """Log a local file as an artifact."""
         mlflow.log_artifact(path, artifact_path)
 
+    def log_datasets(
+        self,
+        name: str,
+        fingerprint: str,
+        source_uris: list[str],
+        schemas: dict[str, Any],
+        rows: dict[str, int] | None = None,
+    ) -> None:
+        """Log each split as an MLflow dataset input of the active run (its Datasets panel).
+
+        One ``MetaDataset`` (metadata, no rows) per entry of ``schemas`` (split -> its staged
+        ``pyarrow.Schema``, or None for an empty split), named ``<name>-<split>``, with the
+        context ``training`` / ``validation`` / ``testing`` for train / val / test. The digest
+        is the data fingerprint cut to MLflow's 36 characters (every split shares it: the
+        split is in the name); the full one and the split's row count are input tags. The
+        source is the MLflow source type for the files' location (``local``, ``s3``, ...):
+        its ``uri`` is the deepest directory holding every input file (the file itself when
+        there is one) and ``uris`` lists the first 100 files (``files`` counts them all).
+        """
+        import mlflow.data.dataset_source_registry as sources
+        import pyarrow as pa
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+        kinds = (
+            (pa.types.is_boolean, DataType.boolean),
+            (lambda t: pa.types.is_signed_integer(t) and t.bit_width <= 32, DataType.integer),
+            (pa.types.is_integer, DataType.long),
+            (pa.types.is_float64, DataType.double),
+            (pa.types.is_floating, DataType.float),
+            (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), DataType.string),
+            (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t), DataType.binary),
+            (lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), DataType.datetime),
+        )
+
+        def spec(field: pa.Field) -> ColSpec:
+            t = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+            kind = next((k for test, k in kinds if test(t)), AnyType())
+            return ColSpec(kind, field.name, required=not field.nullable)
+
+        uris = list(source_uris)
+        if not uris or not schemas:
+            return
+        where = uris[0] if len(uris) == 1 else os.path.commonprefix(uris).rpartition("/")[0]
+        scheme = uris[0].partition("://")[0] + "://" if "://" in uris[0] else ""
+        if len(where) < len(scheme):  # files in different buckets: the scheme alone
+            where = scheme
+        try:
+            with warnings.catch_warnings():  # "can be interpreted in multiple ways" (local)
+                warnings.simplefilter("ignore", UserWarning)
+                base = type(sources.resolve_dataset_source(where or "/"))
+        except MlflowException as exc:
+            log.warning("splits not logged as MLflow datasets: %s", _short(exc))
+            return
+
+        class Files(base):  # the resolved source, plus the files it stands for
+            def to_dict(self) -> dict[str, Any]:
+                return {**super().to_dict(), "uris": uris[:100], "files": len(uris)}
+
+        contexts = {"train": "training", "val": "validation", "test": "testing"}
+        splits = list(schemas)
+        mlflow.log_inputs(
+            datasets=[
+                MetaDataset(
+                    Files(where or "/"),
+                    name=f"{name}-{split}",
+                    digest=fingerprint[:36],
+                    schema=Schema([spec(f) for f in schemas[split]]) if schemas[split] else None,
+                )
+                for split in splits
+            ],
+            contexts=[contexts.get(split, split) for split in splits],
+            tags_list=[
+                {
+                    "rayline.data_fingerprint": fingerprint,
+                    **({"rayline.rows": str(rows[split])} if rows and split in rows else {}),
+                }
+                for split in splits
+            ],
+        )
+
     # -- models --------------------------------------------------------------------------------
     def log_model(
         self,

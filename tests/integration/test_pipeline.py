@@ -340,6 +340,30 @@ def test_drift_marked_fail_rejects_the_challenger(first_run, workspace, tmp_path
     assert arts == {"profile/profile.json", "profile/data_profile.html"}
     page = (Path(result.run_dir) / "data_profile.html").read_text()
     assert "income" in page and "<svg" in page and "champion" in page
+    # Equal-width histograms, the champion's (the first run's profile) as an outline on each
+    # float/int column (user_id, age, income, churned).
+    assert page.count('<path class="ref"') >= 3 and "equal-width bins" in page
+    assert "has no histogram" not in page
+    # The Datasets panel: the three splits, the data fingerprint as digest, source, schema.
+    fingerprint = result.data_report["fingerprint"]
+    inputs = run.inputs.dataset_inputs
+    contexts = {
+        i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in inputs
+    }
+    assert contexts == {
+        "churn-test-train": "training",
+        "churn-test-val": "validation",
+        "churn-test-test": "testing",
+    }
+    for i in inputs:
+        assert i.dataset.digest == fingerprint[:36]
+        assert {t.key: t.value for t in i.tags}["rayline.data_fingerprint"] == fingerprint
+        source = json.loads(i.dataset.source)
+        assert i.dataset.source_type == "local" and source["uri"] == str(data)
+        assert source["uris"] == result.data_report["files"]
+        columns = {c["name"]: c["type"] for c in json.loads(i.dataset.schema)["mlflow_colspec"]}
+        assert columns["income"] == "double" and columns["plan"] == "string"
+        assert "_rayline_reason" not in columns
 
 
 def test_runs_prune_keeps_every_run_a_model_version_names(first_run, workspace):

@@ -364,6 +364,18 @@ def split_rows(staged_path: str, split: str) -> int | None:
     return None if dataset is None else dataset.count_rows()
 
 
+def split_schema(staged_path: str, split: str) -> pa.Schema | None:
+    """One split's Arrow schema (its declared columns) from a Parquet footer; None if empty."""
+    dataset = _split_dataset(staged_path, split)
+    if dataset is None:
+        return None
+    schema = dataset.schema
+    for col in (REASON_COL, RULES_COL, SOURCE_COL):
+        if col in schema.names:
+            schema = schema.remove(schema.get_field_index(col))
+    return schema
+
+
 def read_split_frame(staged_path: str, split: str, columns: list[str] | None = None):
     """One split as one pandas frame, read with pyarrow in this process (no Ray Data job).
 

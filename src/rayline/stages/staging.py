@@ -5,6 +5,8 @@
 validates every row and assigns its split in one streaming pass
 (:func:`rayline.data.stage.stage`); its result, the staged Parquet and the
 :class:`~rayline.data.stage.DataReport`, is cached by fingerprint + ``data`` + ``schema``.
+Its ``finish``, which runs on a reused result too, logs the report and the splits (as MLflow
+datasets) to the run.
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ class ValidateSplit(Stage):
                     **{f"rows_{k}": v for k, v in result.splits.items()},
                 },
                 prefix="data.",
+            )
+            # The run page's Datasets panel: what trained, validated and tested the model.
+            run.registry.log_datasets(
+                run.cfg.name,
+                result.fingerprint,
+                result.files,
+                {s: stage.split_schema(result.staged_path, s) for s in result.splits},
+                rows=result.splits,
             )
         return result
 
