@@ -54,12 +54,36 @@ DRIVER_MAX_ROWS = IN_PROCESS_MAX_ROWS
 
 @dataclass
 class Scores:
-    """One scoring pass: the challenger's metrics and, when asked, the champion's."""
+    """One scoring pass: the challenger's metrics and, when asked, the champion's.
+
+    The predictions stay with it (``y``, ``outputs``), so that bootstrap intervals, slices,
+    the paired comparison and the report's curves are computed from this one pass.
+
+    Attributes:
+        y: The true values (class indices, or the decoded regression target).
+        outputs: Model output per scored model: ``"challenger"``, each extra challenger by
+            its name, and ``"champion"`` when it was scored.
+        columns: The raw values of the asked-for columns (slices), row-aligned with ``y``.
+        others: Test metrics of the extra challengers, by name.
+    """
 
     rows: int
     metrics: dict[str, float]
     champion_metrics: dict[str, float] | None = None
     champion_error: str | None = None
+    y: np.ndarray | None = None
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    others: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model to score: a name, its model spec and its weights (``model.pt``) directory."""
+
+    name: str
+    model_spec: dict[str, Any]
+    checkpoint_dir: str
 
 
 class _Scorer:
@@ -73,20 +97,28 @@ class _Scorer:
     def __init__(
         self,
         prep_json: str,
-        model_spec: dict[str, Any],
-        weights: bytes,
+        models: list[tuple[str, dict[str, Any], bytes]],
         loader: Callable[[str], Any] | None = None,
         uri: str | None = None,
+        columns: tuple[str, ...] = (),
     ):
         import io
 
         import torch
 
         self.prep = FittedPreprocessor.from_json(prep_json)
+        self.columns = tuple(columns)
         # The weights travel as bytes: the scorer may run on a node that cannot see the
-        # driver's disk.
-        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-        self.predictor = Predictor(self.prep, model_spec, state)
+        # driver's disk. All challengers share the fitted features, so one transform feeds
+        # every model.
+        self.predictors = {
+            name: Predictor(
+                self.prep,
+                spec,
+                torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True),
+            )
+            for name, spec, weights in models
+        }
         self.champion = None
         self.error = None
         if loader is not None and uri is not None:
@@ -96,11 +128,16 @@ class _Scorer:
                 self.error = _describe(exc)
 
     def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        out = {
-            "y": self.prep.true_values(batch[self.prep.target]),
-            "out": self.predictor.output(batch),
-        }
-        width = out["out"].shape[1:] if out["out"].ndim > 1 else ()
+        out = {"y": self.prep.true_values(batch[self.prep.target])}
+        features = None
+        for i, predictor in enumerate(self.predictors.values()):
+            if features is None:
+                features = predictor.features(batch)
+            out[f"out:{i}"] = predictor.output_from_features(features)
+        for i, c in enumerate(self.columns):
+            out[f"col:{i}"] = np.asarray(batch[c].astype(object).to_numpy(), dtype=object)
+        first = out["out:0"]
+        width = first.shape[1:] if first.ndim > 1 else ()
         champion = np.full((len(batch), *width), np.nan)
         error = self.error
         if self.champion is not None and error is None:
@@ -129,25 +166,38 @@ def score(
     champion: tuple[Callable[[str], Any], str] | None = None,
     test_rows: int | None = None,
     max_rows: int = DRIVER_MAX_ROWS,
+    others: list[Candidate] | tuple[Candidate, ...] = (),
+    columns: list[str] | tuple[str, ...] = (),
 ) -> Scores:
     """Score the challenger (weights in the local ``checkpoint_dir``) and the champion.
 
-    Both models see the same raw test rows in one pass: in the driver when the split has
+    All models see the same raw test rows in one pass: in the driver when the split has
     at most :data:`DRIVER_MAX_ROWS` rows (``test_rows``, from the data report), else in
-    one Ray Data actor (``map_batches``, ``batch_size`` rows per call) that holds both.
+    one Ray Data actor (``map_batches``, ``batch_size`` rows per call) that holds them all.
+    The rows are read and transformed once however many models score them.
 
     Args:
         champion: ``(loader, uri)``: ``loader(uri)`` returns the champion's pyfunc model.
         test_rows: The test split's row count, when known.
         max_rows: The most rows scored in the driver (``runtime.in_process_max_rows``).
+        others: More challengers (a sweep's runners-up), scored in the same pass.
+        columns: Raw columns whose values come back with the predictions (slices).
     """
     loader, uri = champion if champion is not None else (None, None)
+    models = [Candidate("challenger", model_spec, checkpoint_dir), *others]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"challenger names must differ, got {names}")
+    columns = tuple(columns)
     kwargs = {
         "prep_json": prep.to_json(),
-        "model_spec": model_spec,
-        "weights": Path(checkpoint_dir, WEIGHTS_FILE).read_bytes(),
+        "models": [
+            (m.name, m.model_spec, Path(m.checkpoint_dir, WEIGHTS_FILE).read_bytes())
+            for m in models
+        ],
         "loader": loader,
         "uri": uri,
+        "columns": columns,
     }
     if test_rows is not None and test_rows <= max_rows:
         frame = read_split_frame(staged_path, "test")
@@ -167,16 +217,25 @@ def score(
     if not parts:
         return Scores(0, compute_metrics(prep.task, np.array([]), np.array([])))
     y = np.concatenate([p["y"] for p in parts])
-    out = np.concatenate([p["out"] for p in parts])
-    result = Scores(len(y), compute_metrics(prep.task, y, out))
+    outputs = {name: np.concatenate([p[f"out:{i}"] for p in parts]) for i, name in enumerate(names)}
+    result = Scores(
+        len(y),
+        compute_metrics(prep.task, y, outputs["challenger"]),
+        y=y,
+        outputs=outputs,
+        columns={
+            c: np.concatenate([np.asarray(p[f"col:{i}"], dtype=object) for p in parts])
+            for i, c in enumerate(columns)
+        },
+        others={n: compute_metrics(prep.task, y, outputs[n]) for n in names[1:]},
+    )
     if champion is not None:
         errors = [e for p in parts for e in p["champion_error"] if e]
         if errors:
             result.champion_error = str(errors[0])
         else:
-            result.champion_metrics = compute_metrics(
-                prep.task, y, np.concatenate([p["champion"] for p in parts])
-            )
+            outputs["champion"] = np.concatenate([p["champion"] for p in parts])
+            result.champion_metrics = compute_metrics(prep.task, y, outputs["champion"])
     return result
 
 
@@ -223,10 +282,18 @@ def baseline_metrics(
         proba = np.zeros((len(x_test), prep.num_outputs))
         proba[:, model.classes_] = model.predict_proba(x_test)
         metrics = compute_metrics("classification", y_test, proba)
-        name = "LogisticRegression"
+        name, output = "LogisticRegression", proba
     else:
         model = Ridge().fit(x_train, y_train)
         pred = prep.decode_output(model.predict(x_test))
         metrics = compute_metrics("regression", prep.decode_output(y_test), pred)
-        name = "Ridge"
-    return {"model": f"sklearn.linear_model.{name}", "train_rows": len(x_train), "metrics": metrics}
+        name, output = "Ridge", pred
+    return {
+        "model": f"sklearn.linear_model.{name}",
+        "train_rows": len(x_train),
+        "metrics": metrics,
+        # The test split's true values and the baseline's output on them, for the report's
+        # curves; popped by the evaluate stage before the report goes to JSON.
+        "y": y_test if prep.task == "classification" else prep.decode_output(y_test),
+        "output": output,
+    }

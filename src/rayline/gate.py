@@ -38,6 +38,12 @@ class GateDecision:
     challenger: dict[str, float] = field(default_factory=dict)
     champion: dict[str, float] | None = None
     compare_metric: str = ""
+    #: The paired bootstrap of the improvement (``gate.confidence``), as plain data.
+    comparison: dict[str, Any] | None = None
+    #: With several challengers: the one this decision is about (registered) ...
+    candidate: str = "challenger"
+    #: ... and the others' ``{"passed", "metrics", "reasons"}``, by name.
+    others: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The decision as JSON-ready plain data.
@@ -55,6 +61,9 @@ class GateDecision:
             "challenger": _json_metrics(self.challenger),
             "champion": None if self.champion is None else _json_metrics(self.champion),
             "compare_metric": self.compare_metric,
+            "comparison": self.comparison,
+            "candidate": self.candidate,
+            "others": self.others,
         }
 
 
@@ -74,6 +83,9 @@ def decide(
     champion_error: str | None = None,
     champion_label: str = "the champion",
     drift: DriftFindings | None = None,
+    slices: list[dict[str, Any]] | None = None,
+    paired: PairedComparison | None = None,
+    model: str = "challenger",
 ) -> GateDecision:
     """Decide whether the challenger may become the champion.
 
@@ -90,6 +102,12 @@ def decide(
     itself. Drift that the config marks ``fail`` fails it; drift at ``warn`` only adds its
     reason lines.
 
+    With ``policy.confidence`` set, the champion comparison reads the paired bootstrap of
+    the improvement (``paired``) instead of the point values: its lower bound must be above
+    zero and clear ``policy.min_delta``. Every bound in ``policy.slice_thresholds`` must
+    hold on every slice (``slices``) with at least its ``min_rows`` rows; smaller slices
+    are reported but not held to it.
+
     Args:
         challenger: The new model's test metrics, metric name -> value.
         champion: The current champion's metrics on the same test split, or None when no
@@ -100,6 +118,11 @@ def decide(
         champion_error: Why the existing champion could not be scored, or None.
         champion_label: How reason lines name the champion (its model URI).
         drift: The drift report against the champion's training data, or None.
+        slices: Per-slice metrics (:func:`rayline.analysis.slice_metrics`); the model's
+            entry (``model``) is checked.
+        paired: The paired bootstrap of the improvement on ``compare_metric``
+            (:class:`rayline.analysis.PairedDelta` or anything with its fields).
+        model: The name of the challenger's entry in ``slices``.
 
     Returns:
         The decision, with one reason line per check.
@@ -118,6 +141,11 @@ def decide(
             passed &= ok
             reasons.append(line)
 
+    for name, bound in policy.slice_thresholds.items():
+        for ok, line in _check_slices(name, bound, slices or [], model):
+            passed &= ok
+            reasons.append(line)
+
     if champion is None:
         reasons.append("no current champion: challenger accepted on thresholds alone")
     else:
@@ -127,6 +155,8 @@ def decide(
             champion.get(compare_metric),
             policy.min_delta,
         )
+        if policy.confidence is not None and not line.startswith("champion has"):
+            ok, line = _compare_interval(line, ok, paired, policy, compare_metric)
         passed &= ok
         reasons.append(line)
 
@@ -149,6 +179,119 @@ def decide(
         champion=None if champion is None else dict(champion),
         compare_metric=compare_metric,
     )
+
+
+class PairedComparison(Protocol):
+    """What the gate reads of a paired bootstrap (:class:`rayline.analysis.PairedDelta`)."""
+
+    metric: str
+    delta: float
+    low: float | None
+    high: float | None
+    level: float
+    resamples: int
+    rows: int
+    rows_needed: int | None
+
+
+def _compare_interval(
+    point_line: str,
+    point_ok: bool,
+    paired: PairedComparison | None,
+    policy: GateConfig,
+    metric: str,
+) -> tuple[bool, str]:
+    """The champion comparison on the lower bound of the improvement's interval."""
+    level = f"{policy.confidence:.0%}"
+    head = point_line.rsplit(": ", 1)[0]
+    if paired is None or paired.metric != metric:
+        return False, (
+            f"{head}; gate.confidence {level} needs a paired bootstrap of {metric} on the "
+            f"same test rows, and none was computed: {FAIL}"
+        )
+    if paired.low is None or paired.high is None:
+        return False, (
+            f"{head}; the {level} interval of the improvement is undefined on these "
+            f"{paired.rows} test rows: {FAIL}"
+        )
+    floor = policy.min_delta
+    ok = paired.low > 0 and (paired.low >= floor or math.isclose(paired.low, floor, abs_tol=1e-12))
+    line = (
+        f"{metric} improvement {_fmt(paired.delta, sign=True)}, {level} interval "
+        f"[{_fmt(paired.low, sign=True)}, {_fmt(paired.high, sign=True)}] "
+        f"({paired.resamples} paired resamples of {paired.rows} test rows; the lower bound "
+        f"needs > 0 and >= min_delta {_fmt(floor)})"
+    )
+    if not ok:
+        if paired.rows_needed is not None:
+            line += (
+                f"; if this delta held, about {paired.rows_needed} test rows would make the "
+                "lower bound clear it"
+            )
+        else:
+            line += "; the observed delta itself does not clear min_delta"
+    return ok, f"{line}: {OK if ok else FAIL}"
+
+
+def _check_slices(
+    name: str, bound: Any, slices: list[dict[str, Any]], model: str
+) -> list[tuple[bool, str]]:
+    """``bound`` (a SliceThreshold) on every slice with enough rows: one line per miss,
+    else one line for all."""
+    wanted = [s for s in slices if bound.columns is None or s["column"] in bound.columns]
+    held = [s for s in wanted if s["rows"] >= bound.min_rows]
+    small = len(wanted) - len(held)
+    note = f" ({small} slice(s) under min_rows {bound.min_rows} not held to it)" if small else ""
+    results = []
+    for s in held:
+        value = (s["metrics"].get(model) or {}).get(name)
+        for ok, line in _check_threshold(name, value, bound.min, bound.max):
+            if not ok:
+                results.append(
+                    (False, f"slice {s['column']}={s['slice']} ({s['rows']} rows): {line}")
+                )
+    if results:
+        return results
+    if not held:
+        return [
+            (
+                True,
+                f"{name} slice bounds: no slice has >= {bound.min_rows} test rows, none "
+                f"checked{note}: {OK}",
+            )
+        ]
+    bounds = " and ".join(
+        p
+        for p in (
+            f">= min {_fmt(bound.min)}" if bound.min is not None else "",
+            f"<= max {_fmt(bound.max)}" if bound.max is not None else "",
+        )
+        if p
+    )
+    return [(True, f"{name} {bounds} on all {len(held)} slice(s) with enough rows{note}: {OK}")]
+
+
+def select(decisions: dict[str, GateDecision], compare_metric: str, order: list[str]) -> str:
+    """The challenger to register among several: the best on ``compare_metric`` that passed
+    every check, else (none passed) the first in ``order`` (the sweep's best trial).
+
+    Args:
+        decisions: challenger name -> its gate decision.
+        compare_metric: The metric that ranks passing challengers (its direction counts).
+        order: The challengers' names, the sweep's best first.
+    """
+    higher = METRICS[compare_metric].higher_is_better
+    passing = [n for n in order if decisions[n].passed]
+    if not passing:
+        return order[0]
+
+    def value(name: str) -> float:
+        v = decisions[name].challenger.get(compare_metric)
+        v = float("nan") if v is None else float(v)
+        return -math.inf if math.isnan(v) else (v if higher else -v)
+
+    # max() keeps the first of equals, so a tie goes to the sweep's better trial.
+    return max(passing, key=value)
 
 
 def _check_threshold(

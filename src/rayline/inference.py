@@ -70,11 +70,21 @@ class Predictor:
 
     def output(self, df: pd.DataFrame) -> np.ndarray:
         """Class probabilities (rows, classes) or regression predictions (rows,)."""
+        return self.output_from_features(self.features(df))
+
+    def features(self, df: pd.DataFrame) -> np.ndarray:
+        """Raw rows -> the network's input matrix (columns and values checked first).
+
+        Models that share the fitted preprocessor (a sweep's challengers) share this step.
+        """
         self.check_columns(df)
         self.check_values(df)
-        x = torch.from_numpy(self.prep.transform(df))
+        return self.prep.transform(df)
+
+    def output_from_features(self, x: np.ndarray) -> np.ndarray:
+        """The network on transformed features -> probabilities or predictions."""
         with torch.no_grad():
-            raw = self.model(x).float().numpy()
+            raw = self.model(torch.from_numpy(x)).float().numpy()
         return self.prep.decode_output(raw)
 
     def predict_frame(self, df: pd.DataFrame) -> pd.DataFrame:

@@ -82,6 +82,9 @@ class PipelineResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     resumed_at: str | None = None
     already_complete: bool = False
+    #: The evaluation report's MLflow artifact path, and its local copy.
+    report: str | None = None
+    report_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -57,6 +57,10 @@ def format_summary(result: PipelineResult, alias: str = "champion") -> str:
         g = result.gate
         lines += ["", f"gate: {'PASSED' if g['passed'] else 'REJECTED'}"]
         lines += [f"  - {r}" for r in g["reasons"]]
+    if result.report:
+        lines += ["", f"report: {result.report} (MLflow run {result.mlflow_run_id})"]
+        if result.report_path:
+            lines.append(f"  local copy: {result.report_path}")
     if result.model_version:
         lines += ["", f"registered: {result.model_uri}"]
         if result.promoted:

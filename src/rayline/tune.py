@@ -48,6 +48,8 @@ class TrialSummary:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: The trial's best checkpoint as a training result (None when it reported none).
+    result: TrainResult | None = None
 
 
 def _is_plain(value: Any) -> bool:
@@ -424,6 +426,19 @@ def run_tune(
         # On a tie Ray's checkpoint manager keeps the later checkpoint, so prefer it too.
         top = max(scored, key=lambda h: (sign * h[SCORE_KEY], h.get("epoch", 0))) if scored else {}
         sampled = decode_sampled(result.config or {}, encoded)
+        trained = (
+            TrainResult(
+                checkpoint_path=top["checkpoint_path"],
+                metrics={
+                    k: v for k, v in top.items() if not k.startswith(("config/", "checkpoint"))
+                },
+                params=base.with_overrides(sampled).params(),
+                history=history,
+                trial_id=trial_id,
+            )
+            if top
+            else None
+        )
         summaries.append(
             TrialSummary(
                 trial_id=trial_id,
@@ -431,22 +446,11 @@ def run_tune(
                 history=history,
                 best=top,
                 error=_error_line(result.error) if result.error else None,
+                result=trained,
             )
         )
-        if top and (best is None or sign * top[SCORE_KEY] > sign * best[0]):
-            params = base.with_overrides(sampled).params()
-            best = (
-                top[SCORE_KEY],
-                TrainResult(
-                    checkpoint_path=top["checkpoint_path"],
-                    metrics={
-                        k: v for k, v in top.items() if not k.startswith(("config/", "checkpoint"))
-                    },
-                    params=params,
-                    history=history,
-                    trial_id=trial_id,
-                ),
-            )
+        if trained is not None and (best is None or sign * top[SCORE_KEY] > sign * best[0]):
+            best = (top[SCORE_KEY], trained)
     if best is None:
         errors = [s.error for s in summaries if s.error]
         raise TrainingError(

@@ -296,3 +296,153 @@ def test_drift_marked_fail_rejects_and_warn_only_reports():
     assert not fail.passed and fail.reasons[-1] == "drift: age psi 0.4: FAIL"
     # Without findings the decision is the point comparison alone.
     assert decide(good, None, p, "accuracy").passed
+
+
+# -- the interval comparison, slices, several challengers ----------------------------------------
+def _paired(delta, low, high, rows=80, needed=None, metric="accuracy"):
+    from rayline.analysis import PairedDelta
+
+    return PairedDelta(metric, delta, low, high, 0.95, 2000, rows, 0.0, needed)
+
+
+def _confident(min_delta=0.0, **more):
+    return GateConfig.model_validate({"confidence": 0.95, "min_delta": min_delta, **more})
+
+
+def test_interval_lower_bound_above_min_delta_passes():
+    d = decide(
+        {"accuracy": 0.95},
+        {"accuracy": 0.90},
+        _confident(0.01),
+        "accuracy",
+        paired=_paired(0.05, 0.02, 0.08),
+    )
+    assert d.passed
+    line = [r for r in d.reasons if "interval" in r][0]
+    assert "improvement +0.05, 95% interval [+0.02, +0.08]" in line
+    assert line.endswith(": ok")
+
+
+def test_interval_straddling_zero_fails_and_says_rows_needed():
+    d = decide(
+        {"accuracy": 0.95},
+        {"accuracy": 0.93},
+        _confident(),
+        "accuracy",
+        paired=_paired(0.02, -0.01, 0.05, needed=1234),
+    )
+    assert not d.passed
+    (line,) = failing(d)
+    assert "[-0.01, +0.05]" in line and "about 1234 test rows" in line
+
+
+def test_interval_below_min_delta_fails_even_if_point_clears_it():
+    # The point delta 0.05 clears min_delta 0.03; its lower bound 0.01 does not.
+    d = decide(
+        {"accuracy": 0.95},
+        {"accuracy": 0.90},
+        _confident(0.03),
+        "accuracy",
+        paired=_paired(0.05, 0.01, 0.09, needed=400),
+    )
+    assert not d.passed
+
+
+def test_confidence_without_a_paired_bootstrap_fails_not_silently_passes():
+    d = decide({"accuracy": 0.99}, {"accuracy": 0.5}, _confident(), "accuracy")
+    assert not d.passed
+    assert "needs a paired bootstrap" in failing(d)[0]
+
+
+def test_confidence_without_champion_is_thresholds_alone():
+    d = decide({"accuracy": 0.9}, None, _confident(), "accuracy")
+    assert d.passed
+
+
+def test_point_comparison_stays_the_default():
+    # confidence null: the paired interval, even if given, does not decide.
+    d = decide(
+        {"accuracy": 0.95}, {"accuracy": 0.9}, policy(), "accuracy",
+        paired=_paired(0.05, -0.2, 0.3),
+    )  # fmt: skip
+    assert d.passed
+
+
+def _slices(values_rows):
+    return [
+        {"column": "plan", "slice": name, "rows": rows, "metrics": {"challenger": {"accuracy": v}}}
+        for name, v, rows in values_rows
+    ]
+
+
+def test_slice_with_enough_rows_missing_its_bound_fails_naming_the_slice():
+    pol = GateConfig.model_validate(
+        {"slice_thresholds": {"accuracy": {"min": 0.8, "min_rows": 30}}}
+    )
+    d = decide(
+        {"accuracy": 0.9}, None, pol, "accuracy",
+        slices=_slices([("basic", 0.95, 50), ("pro", 0.7, 40), ("tiny", 0.1, 5)]),
+    )  # fmt: skip
+    assert not d.passed
+    (line,) = failing(d)
+    assert line.startswith("slice plan=pro (40 rows): accuracy 0.7 < min 0.8")
+
+
+def test_slices_under_min_rows_are_not_held():
+    pol = GateConfig.model_validate(
+        {"slice_thresholds": {"accuracy": {"min": 0.8, "min_rows": 30}}}
+    )
+    d = decide(
+        {"accuracy": 0.9}, None, pol, "accuracy",
+        slices=_slices([("basic", 0.95, 50), ("tiny", 0.1, 5)]),
+    )  # fmt: skip
+    assert d.passed
+    assert any("1 slice(s) under min_rows 30 not held" in r for r in d.reasons)
+
+
+def test_slice_bounds_restricted_to_columns():
+    pol = GateConfig.model_validate(
+        {"slice_thresholds": {"accuracy": {"min": 0.8, "min_rows": 1, "columns": ["region"]}}}
+    )
+    d = decide({"accuracy": 0.9}, None, pol, "accuracy", slices=_slices([("pro", 0.1, 40)]))
+    assert d.passed
+
+
+def test_slice_nan_metric_fails():
+    pol = GateConfig.model_validate({"slice_thresholds": {"accuracy": {"min": 0.5, "min_rows": 1}}})
+    d = decide({"accuracy": 0.9}, None, pol, "accuracy", slices=_slices([("a", NAN, 3)]))
+    assert not d.passed
+
+
+def test_select_prefers_the_best_passing_challenger():
+    from rayline.gate import select
+
+    pol = policy({"accuracy": {"min": 0.8}})
+    decisions = {
+        "challenger": decide({"accuracy": 0.78}, None, pol, "accuracy"),
+        "trial-b": decide({"accuracy": 0.85}, None, pol, "accuracy"),
+        "trial-c": decide({"accuracy": 0.9}, None, pol, "accuracy"),
+    }
+    assert select(decisions, "accuracy", ["challenger", "trial-b", "trial-c"]) == "trial-c"
+
+
+def test_select_lower_is_better_and_none_passing_falls_back_to_the_first():
+    from rayline.gate import select
+
+    pol = policy({"log_loss": {"max": 0.5}})
+    decisions = {
+        "challenger": decide({"log_loss": 0.4}, None, pol, "log_loss"),
+        "trial-b": decide({"log_loss": 0.3}, None, pol, "log_loss"),
+    }
+    assert select(decisions, "log_loss", ["challenger", "trial-b"]) == "trial-b"
+    bad = {n: decide({"log_loss": 0.9}, None, pol, "log_loss") for n in ("challenger", "x")}
+    assert select(bad, "log_loss", ["challenger", "x"]) == "challenger"
+
+
+def test_decision_json_carries_candidate_and_comparison():
+    d = decide(
+        {"accuracy": 0.95}, {"accuracy": 0.9}, _confident(), "accuracy",
+        paired=_paired(0.05, 0.01, 0.09),
+    )  # fmt: skip
+    data = json.loads(json.dumps(d.to_dict()))
+    assert data["candidate"] == "challenger" and data["others"] == {}

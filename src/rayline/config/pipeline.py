@@ -274,6 +274,59 @@ class PipelineConfig(_Section):
             if bound.min is None and bound.max is None:
                 problems.append(f"gate.thresholds.{name}: give `min`, `max` or both")
 
+        problems += self._evaluation_problems(cols, declared, task_metrics)
+
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _evaluation_problems(self, cols, declared: str, task_metrics: list[str]) -> list[str]:
+        """Slices name declared raw columns; slice bounds name task metrics and slices."""
+        problems = []
+        sliced = []
+        for i, item in enumerate(self.evaluate.slices):
+            name = item if isinstance(item, str) else item.column
+            sliced.append(name)
+            if name not in cols:
+                problems.append(
+                    f"evaluate.slices[{i}]: '{name}' is not declared in schema.columns ({declared})"
+                )
+            elif name == self.data.target:
+                problems.append(f"evaluate.slices[{i}]: the target '{name}' cannot be a slice")
+            elif isinstance(item, str) and cols[name].type == "float":
+                problems.append(
+                    f"evaluate.slices[{i}]: '{name}' is a float column; give its bins, e.g. "
+                    f"{{column: {name}, bins: [0, 10, 100]}}"
+                )
+            elif not isinstance(item, str) and cols[name].type not in ("float", "int"):
+                problems.append(
+                    f"evaluate.slices[{i}]: '{name}' is a {cols[name].type} column; bins apply "
+                    "to numeric columns, name it without bins to slice by value"
+                )
+        if len(set(sliced)) != len(sliced):
+            problems.append("evaluate.slices: a column is listed twice")
+        for name, bound in self.gate.slice_thresholds.items():
+            if name not in task_metrics:
+                problems.append(
+                    f"gate.slice_thresholds.{name}: not a {self.model.task} metric; choose one "
+                    f"of {', '.join(task_metrics)}"
+                )
+            if bound.min is None and bound.max is None:
+                problems.append(f"gate.slice_thresholds.{name}: give `min`, `max` or both")
+            if not self.evaluate.slices:
+                problems.append(
+                    f"gate.slice_thresholds.{name}: evaluate.slices is empty, so there are no "
+                    "slices to bound; list the slice columns under evaluate.slices"
+                )
+            for c in bound.columns or []:
+                if c not in sliced:
+                    problems.append(
+                        f"gate.slice_thresholds.{name}.columns: '{c}' is not in evaluate.slices "
+                        f"({', '.join(sliced) or 'none'})"
+                    )
+        if self.gate.challengers > 1 and not self.tune.enabled:
+            problems.append(
+                f"gate.challengers: {self.gate.challengers} needs a sweep (tune.enabled: true) "
+                "to pick challengers from; set it to 1 or enable tune"
+            )
+        return problems

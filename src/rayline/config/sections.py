@@ -695,6 +695,24 @@ class TuneConfig(_Section):
         return self
 
 
+class SliceSpec(_Section):
+    """A numeric slice column with explicit bin edges."""
+
+    column: str = Field(description="The raw input column to slice on.")
+    bins: list[float] = Field(
+        description="Increasing bin edges; a row falls in [edge_i, edge_i+1), the last bin "
+        "closed. Rows outside the edges, or null, form their own slices.",
+        min_length=2,
+    )
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, bins: list[float]) -> list[float]:
+        if any(later <= earlier for earlier, later in zip(bins[:-1], bins[1:], strict=True)):
+            raise ValueError(f"bin edges must increase strictly, got {bins}")
+        return bins
+
+
 class EvaluateConfig(_Section):
     """Scoring the best model on the test split."""
 
@@ -703,6 +721,27 @@ class EvaluateConfig(_Section):
         True,
         description="Also fit a scikit-learn linear baseline (LogisticRegression or Ridge) on "
         "the same train split and report its test metrics beside the model's.",
+    )
+    bootstrap: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Bootstrap resamples for confidence intervals on every test metric "
+        "(0: none). Resampled from the predictions of the one scoring pass, never re-read.",
+    )
+    confidence_level: float = Field(
+        0.95, gt=0.5, lt=1, description="Coverage of the bootstrap intervals."
+    )
+    seed: int = Field(0, description="Seed of the bootstrap resamples (same seed, same intervals).")
+    slices: list[str | SliceSpec] = Field(
+        default_factory=list,
+        description="Columns to report every metric per value of: a categorical (string, bool "
+        "or int) column by name, or `{column: x, bins: [edges]}` for a numeric one.",
+    )
+    report: bool = Field(
+        True,
+        description="Write the evaluation report (PNG figures and one self-contained HTML page "
+        "with challenger, champion and baseline side by side) under `reports/` in MLflow.",
     )
 
 
@@ -721,6 +760,19 @@ class Threshold(_Section):
         return self
 
 
+class SliceThreshold(Threshold):
+    """Bounds a test metric must meet on every slice with enough rows (TFMA-style)."""
+
+    min_rows: int = Field(
+        30,
+        ge=1,
+        description="Slices with fewer test rows are reported but not held to the bound.",
+    )
+    columns: list[str] | None = Field(
+        None, description="Only slices of these `evaluate.slices` columns (default: all)."
+    )
+
+
 class GateConfig(_Section):
     """When a new model may become the champion."""
 
@@ -736,6 +788,33 @@ class GateConfig(_Section):
         ge=0,
         description="How much better than the champion, on the same test split, the challenger must be.",
     )
+    confidence: float | None = Field(
+        None,
+        gt=0.5,
+        lt=1,
+        description="Gate on the uncertainty of the improvement: a paired bootstrap of the "
+        "compare_metric difference on the same test rows; the lower bound of this two-sided "
+        "interval must clear min_delta. null: compare point values.",
+    )
+    bootstrap: int = Field(
+        2000,
+        ge=100,
+        le=100_000,
+        description="Paired bootstrap resamples for `confidence` (seeded by evaluate.seed).",
+    )
+    slice_thresholds: dict[str, SliceThreshold] = Field(
+        default_factory=dict,
+        description="Test metric -> bounds every slice of `evaluate.slices` with at least "
+        "`min_rows` rows must meet.",
+    )
+    challengers: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="With a sweep, score the top-k trials' best checkpoints and the champion "
+        "in one pass over the test split; the best challenger that passes every check is "
+        "registered, the others are recorded with their metrics and reasons.",
+    )
 
 
 class RegistryConfig(_Section):
@@ -749,6 +828,11 @@ class RegistryConfig(_Section):
     experiment: str = Field("rayline", description="MLflow experiment name.")
     model_name: str | None = Field(None, description="Registered model name (default: `name`).")
     alias: str = Field("champion", description="Alias that marks the serving model.")
+    description: str | None = Field(
+        None,
+        description="Intended use and limits of the model, for the model card (the version's "
+        "description in MLflow).",
+    )
 
 
 class RuntimeConfig(_Section):

@@ -13,6 +13,7 @@ from rayline.stages.features import Features
 from rayline.stages.gate import Gate
 from rayline.stages.profile import Profile
 from rayline.stages.register import Register
+from rayline.stages.report import Report
 from rayline.stages.staging import Ingest, ValidateSplit
 from rayline.stages.train import Train, Tune
 
@@ -26,6 +27,7 @@ PIPELINE: tuple[Stage, ...] = (
     Tune(),
     Evaluate(),
     Gate(),
+    Report(),
     Register(),
 )
 

@@ -36,6 +36,10 @@ class Trained:
     best: TrainResult
     best_dir: str
     trials: list[dict[str, Any]] = field(default_factory=list)
+    #: A sweep's trials with a checkpoint, best first: ``{"trial_id", "score",
+    #: "checkpoint_path", "storage", "model"}``. The runners-up's checkpoints stay in the
+    #: sweep's run storage until evaluation fetches the ``gate.challengers`` it scores.
+    ranked: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _keep(run, checkpoint_path: str, storage: str, out: str) -> str:
@@ -76,10 +80,19 @@ class _Training(Stage):
         return [cfg.model.builder] if ":" in cfg.model.builder else []
 
     def save(self, result: Trained, out: str) -> dict[str, Any]:
-        return {"best": jsonable(asdict(result.best)), "trials": jsonable(result.trials)}
+        return {
+            "best": jsonable(asdict(result.best)),
+            "trials": jsonable(result.trials),
+            "ranked": jsonable(result.ranked),
+        }
 
     def load(self, run, meta: dict[str, Any], out: str) -> Trained:
-        return Trained(TrainResult(**meta["best"]), _local_copy(run, out), meta.get("trials", []))
+        return Trained(
+            TrainResult(**meta["best"]),
+            _local_copy(run, out),
+            meta.get("trials", []),
+            meta.get("ranked", []),
+        )
 
     def finish(self, run, inputs, result: Trained) -> Trained:
         best, registry = result.best, run.registry
@@ -175,7 +188,21 @@ class Tune(_Training):
             raise Interrupted(f"run '{run.name}': {exc} (runtime.run_name={run.name})") from None
         run.registry.finish_trials(trials, run.result.mlflow_run_id)
         rows = [tune_mod.trial_row(tr, cfg) for tr in trials]
-        return Trained(best, _keep(run, best.checkpoint_path, storage, out), rows)
+        sign = 1.0 if cfg.metric_mode == "max" else -1.0
+        scored = [t for t in trials if t.result is not None]
+        # The best trial first (as run_tune chose it), then the others by their score.
+        scored.sort(key=lambda t: (t.trial_id != best.trial_id, -sign * t.best[tune_mod.SCORE_KEY]))
+        ranked = [
+            {
+                "trial_id": t.trial_id,
+                "score": float(t.best[tune_mod.SCORE_KEY]),
+                "checkpoint_path": t.result.checkpoint_path,
+                "storage": storage,
+                "model": t.result.params["model"],
+            }
+            for t in scored
+        ]
+        return Trained(best, _keep(run, best.checkpoint_path, storage, out), rows, ranked)
 
     def summary(self, run, result: Trained) -> str:
         failed = sum(1 for t in result.trials if t.get("error"))
