@@ -2,17 +2,21 @@
 
 The version carries the run's lineage as tags (config hash, data fingerprint, code
 commit, which stage results were reused from which run), and ``lineage.json`` goes to the
-run's artifacts. The champion alias moves only here, and only on a passed gate.
+run's artifacts. The champion alias moves only here, and only on a passed gate; the move is
+recorded on the version (who, when, from, to, why: ``Registry.alias_history``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict
 
 from rayline.run import now
 from rayline.stages.base import Stage
+
+log = logging.getLogger(__name__)
 
 
 def input_example(staged_path: str, prep, rows: int = 5):
@@ -26,32 +30,32 @@ def input_example(staged_path: str, prep, rows: int = 5):
 
 
 class Register(Stage):
-    """A new model version with lineage tags; ``@alias`` moves to it only if the gate passed."""
+    """A new model version with lineage tags; ``@alias`` moves to it only if the gate passed.
+
+    Safe to run again for the same MLflow run (a rerun after a failure): the version that
+    run registered already is reused, not registered twice. The alias moves only if it
+    still points at the champion the gate compared with; if another registration moved it
+    meanwhile, the model is scored again against the new champion and moves only if it
+    still passes (:func:`rayline.promote.move_gated`).
+    """
 
     name = "register"
     reads = ("registry",)
     needs = ("validate+split", "features", "train", "evaluate", "gate", "profile")
 
     def compute(self, run, inputs, out) -> str:
-        import torch
-
-        from rayline.inference import Predictor
+        from rayline.promote import Candidate, gate_against, move_gated
 
         cfg, registry, result = run.cfg, run.registry, run.result
         report, prep, trained = inputs["validate+split"], inputs["features"], inputs["train"]
-        metrics, decision = inputs["evaluate"].report.metrics, inputs["gate"]
+        evaluation, decision = inputs["evaluate"], inputs["gate"]
+        metrics = evaluation.report.metrics
+        name = cfg.model_name
+        description = None  # model card: set by the evaluation-report work
         run.lineage["stages"] = [asdict(s) for s in result.stages]
         run.lineage["finished_at"] = now()
-        registry.log_json(run.lineage, "lineage.json")
+        registry.call("logging lineage.json", registry.log_json, run.lineage, "lineage.json")
         run.write_json("lineage.json", run.lineage)
-        example = input_example(report.staged_path, prep)
-        weights = os.path.join(trained.best_dir, "model.pt")
-        model_spec = trained.best.params["model"]
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        predictor = Predictor(prep, model_spec, state)
-        model_uri = registry.log_model(
-            prep.to_json(), model_spec, weights, example, predictor.predict_frame(example)
-        )
         code = run.lineage["code"]
         tags = {
             "rayline.run_name": run.name,
@@ -65,15 +69,81 @@ class Register(Stage):
             "rayline.reused": json.dumps(run.lineage["reused"]),
             "rayline.gate": "passed" if decision.passed else "rejected",
         }
-        version = registry.register(model_uri, cfg.model_name, tags)
-        result.model_name, result.model_version = cfg.model_name, version
-        result.model_uri = f"models:/{cfg.model_name}/{version}"
-        if decision.passed:
-            registry.promote(cfg.model_name, version)
-            result.promoted = True
-        current = registry.champion(cfg.model_name)
+        # A rerun of this MLflow run (the first attempt failed after registering) reuses
+        # its version; otherwise the model is logged completely before a version exists.
+        version = registry.find_version(name, result.mlflow_run_id)
+        if version is None:
+            version = registry.register(
+                self._log_model(registry, report, prep, trained), name, tags, description
+            )
+        else:
+            log.info("%s v%s was registered by this run already; reusing it", name, version)
+            registry.set_version_tags(name, version, tags)
+            if description is not None:
+                registry.describe(name, version, description)
+        result.model_name, result.model_version = name, version
+        result.model_uri = f"models:/{name}/{version}"
+        profiled = inputs.get("profile")
+        cand = Candidate(
+            name=name,
+            staged_path=report.staged_path,
+            test_rows=report.splits.get("test"),
+            prep=prep,
+            model_spec=trained.best.params["model"],
+            weights_dir=trained.best_dir,
+            cfg=cfg,
+            drift=profiled.drift if profiled is not None else None,
+        )
+        scored = evaluation.champion  # (version, uri) the gate's decision was taken against
+        outcome = move_gated(
+            registry,
+            name,
+            version,
+            scored[0] if scored else None,
+            decision,
+            lambda champion: gate_against(cand, champion, registry.tracking_uri),
+            reason=f"pipeline run {run.name}: gate passed",
+            action="pipeline",
+            label=run.name,
+        )
+        if outcome.regated:
+            # The decision the alias move rests on is the last one; record it as the gate's.
+            final = outcome.decision
+            result.gate = final.to_dict()
+            registry.call(
+                "logging the gate decision",
+                registry.log_json,
+                final.to_dict(),
+                "reports/gate_decision.json",
+            )
+            registry.set_version_tags(
+                name,
+                version,
+                {
+                    "rayline.gate": "passed" if final.passed else "rejected",
+                    "rayline.gated_against": json.dumps(outcome.regated),
+                },
+            )
+        result.promoted = outcome.moved
+        current = registry.champion(name)
         result.champion_uri = current[1] if current else None
         return version
+
+    @staticmethod
+    def _log_model(registry, report, prep, trained) -> str:
+        """Log the pyfunc model (preprocessor, network spec, weights); return its URI."""
+        import torch
+
+        from rayline.inference import Predictor
+
+        example = input_example(report.staged_path, prep)
+        weights = os.path.join(trained.best_dir, "model.pt")
+        model_spec = trained.best.params["model"]
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        predictor = Predictor(prep, model_spec, state)
+        return registry.log_model(
+            prep.to_json(), model_spec, weights, example, predictor.predict_frame(example)
+        )
 
     def summary(self, run, result: str) -> str:
         alias = run.cfg.registry.alias
