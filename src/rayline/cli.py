@@ -687,6 +687,178 @@ def bench_scaling(
             )
 
 
+models_app = typer.Typer(
+    no_args_is_help=True, help="Registered model versions and the champion alias (MLflow)."
+)
+app.add_typer(models_app, name="models")
+
+ModelArg = Annotated[str, typer.Argument(help="The registered model's name.")]
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="The MLflow tracking server or store. Default: as a pipeline run resolves it: "
+        "--config's registry.tracking_uri, else $MLFLOW_TRACKING_URI, else the sqlite store under "
+        "the (config's) runtime.storage_path (rayline-runs/mlflow.db).",
+    ),
+]
+AliasOpt = Annotated[
+    str | None,
+    typer.Option("--alias", help="The alias that marks the serving model (default: champion)."),
+]
+RegistryConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config", help="A pipeline config whose registry section and storage path to use."
+    ),
+]
+
+
+def _registry(tracking_uri: str | None, alias: str | None, config: str | None = None):
+    """The registry the models commands talk to, resolved as a pipeline run resolves it."""
+    import os
+    from pathlib import Path
+
+    from rayline.config import RegistryConfig, RuntimeConfig
+    from rayline.errors import RegistryError
+    from rayline.registry import Registry, resolve_tracking_uri
+    from rayline.runtime import resolve_storage
+
+    given = {k: v for k, v in (("tracking_uri", tracking_uri), ("alias", alias)) if v}
+    if config:
+        cfg = _load(config, None)
+        reg, storage = cfg.registry.model_copy(update=given), cfg.runtime.storage_path
+    else:
+        reg, storage = RegistryConfig(**given), RuntimeConfig().storage_path
+    storage = resolve_storage(storage)
+    uri = resolve_tracking_uri(reg, storage)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise RegistryError(
+            f"no MLflow store at '{uri}' (no pipeline has registered a model there); pass "
+            "--tracking-uri (or --config) naming the store the pipeline used"
+        )
+    # Fail in seconds, not after MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    return Registry(reg.model_copy(update={"tracking_uri": uri}), storage)
+
+
+@models_app.command("list")
+def models_list(
+    name: ModelArg,
+    tracking_uri: TrackingUriOpt = None,
+    alias: AliasOpt = None,
+    config: RegistryConfigOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """A model's versions, newest first: aliases, gate decision, test metrics, created, run."""
+    with _command(verbose) as con:
+        from rayline.promote import version_rows, versions_table
+
+        registry = _registry(tracking_uri, alias, config)
+        rows = version_rows(registry, name)
+        if as_json:
+            _echo(con, json.dumps(rows))
+        else:
+            _echo(con, versions_table(rows))
+            current = registry.alias_version(name)
+            where = f"v{current}" if current else "no version"
+            _echo(con, f"\n{name}@{registry.cfg.alias}: {where} ({registry.tracking_uri})")
+
+
+@models_app.command("history")
+def models_history(
+    name: ModelArg,
+    tracking_uri: TrackingUriOpt = None,
+    alias: AliasOpt = None,
+    config: RegistryConfigOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Every recorded move of the alias, oldest first: when, from, to, how, who, why."""
+    with _command(verbose) as con:
+        from rayline.promote import history_table
+
+        registry = _registry(tracking_uri, alias, config)
+        history = registry.alias_history(name)
+        _echo(con, json.dumps(history) if as_json else history_table(history))
+
+
+def _moved(con, registry, name: str, outcome) -> None:
+    alias = registry.cfg.alias
+    before = f"v{outcome.previous}" if outcome.previous else "no version"
+    _echo(con, f"{name}@{alias}: {before} -> v{outcome.version}")
+
+
+@app.command()
+def promote(
+    name: ModelArg,
+    version: Annotated[str, typer.Argument(help="The version to make the champion.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the alias moves; recorded in its history.")
+    ],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Move the alias without gating the version first."),
+    ] = False,
+    tracking_uri: TrackingUriOpt = None,
+    alias: AliasOpt = None,
+    config: RegistryConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Point the alias at VERSION if it passes the gate against the current champion.
+
+    Both are scored on the version's own run's test split, with that run's gate policy;
+    --force skips the gate. Exits 3 when the gate rejects the version (the reasons are
+    printed). The move (who, when, from, to, why) is recorded on the version.
+    """
+    rejected = False
+    with _command(verbose) as con:
+        from rayline.promote import promote as do_promote
+
+        registry = _registry(tracking_uri, alias, config)
+        outcome = do_promote(registry, name, version, reason, force=force)
+        if outcome.decision is not None:
+            for line in outcome.decision.reasons:
+                _echo(con, f"  - {line}")
+        for champion in outcome.regated:
+            _echo(con, f"(the alias moved meanwhile: gated again against v{champion})")
+        if outcome.already:
+            _echo(con, f"{name}@{registry.cfg.alias} already points at v{outcome.version}")
+        elif outcome.moved:
+            _moved(con, registry, name, outcome)
+        else:
+            rejected = True
+            where = f"v{outcome.previous}" if outcome.previous else "no version"
+            _echo(
+                con,
+                f"gate: REJECTED; {name}@{registry.cfg.alias} stays at {where} (--force moves "
+                "it anyway)",
+            )
+    if rejected:
+        raise typer.Exit(code=3)
+
+
+@app.command()
+def rollback(
+    name: ModelArg,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why; recorded in the alias history.")
+    ] = "rollback",
+    tracking_uri: TrackingUriOpt = None,
+    alias: AliasOpt = None,
+    config: RegistryConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Point the alias back at the previous champion, from the alias history (no gate)."""
+    with _command(verbose) as con:
+        from rayline.promote import rollback as do_rollback
+
+        registry = _registry(tracking_uri, alias, config)
+        _moved(con, registry, name, do_rollback(registry, name, reason))
+
+
 def _load(config: str, overrides: list[str] | None):
     from rayline.config import load_config
 
