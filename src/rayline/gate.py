@@ -363,6 +363,7 @@ def _compare(name: str, new: float | None, old: float | None, min_delta: float) 
 def _fmt(x: float, sign: bool = False) -> str:
     # Six significant digits keep lines short while telling apart values that a gate
     # decision turned on (0.8999 vs 0.9); exact values remain in the metric dicts.
+    x = x + 0.0  # -0.0 prints as 0
     return f"{x:+.6g}" if sign else f"{x:.6g}"
 
 

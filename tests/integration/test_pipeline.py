@@ -57,6 +57,17 @@ def first_run(ray_session, workspace):
                 "model.hidden_sizes": {"type": "choice", "values": [[16], [8, 8]]},
             },
         },
+        # The evaluation at full depth on the sweep: both trials scored beside the champion in
+        # one pass, seeded intervals, slices by value and by bins, a slice bound.
+        evaluate={
+            "bootstrap": 200,
+            "slices": ["plan", {"column": "age", "bins": [0, 40, 60, 120]}],
+        },
+        gate={
+            "challengers": 2,
+            "slice_thresholds": {"accuracy": {"min": 0.3, "min_rows": 20}},
+        },
+        registry={"description": "Churn risk for retention offers; tested on synthetic users."},
         runtime={"run_name": "first"},
     )
     return cfg, run_pipeline(cfg)
@@ -145,18 +156,65 @@ def test_champion_loads_with_plain_mlflow_and_matches_the_report(first_run, work
         assert metrics[name] == pytest.approx(value, abs=1e-5), name
 
 
+def test_report_card_slices_and_challengers_of_the_sweep(first_run, workspace):
+    cfg, first = first_run
+    client = MlflowClient(workspace["tracking"])
+    ev, gate = first.evaluation, first.gate
+    # Both trials were scored in the one pass, and the chosen one is what was registered.
+    scored = ev["extra"]["challengers"]
+    assert len(scored) == 2
+    assert gate["candidate"] in scored and len(gate["others"]) == 1
+    tags = client.get_model_version("churn", first.model_version).tags
+    assert json.loads(tags["rayline.test_metrics"]) == pytest.approx(
+        scored[gate["candidate"]]["metrics"]
+    )
+    # Intervals bracket every point value.
+    for name, (lo, hi) in ev["extra"]["intervals"]["challenger"].items():
+        assert lo <= ev["metrics"][name] <= hi, name
+    # Every test row is in exactly one slice of each sliced column.
+    slices = ev["extra"]["slices"]
+    for column in ("plan", "age"):
+        assert sum(s["rows"] for s in slices if s["column"] == column) == ev["rows"]
+    assert {s["slice"] for s in slices if s["column"] == "plan"} == {"basic", "plus", "pro"}
+    assert any("slice(s) with enough rows" in r for r in gate["reasons"])
+    run = client.get_run(first.mlflow_run_id)
+    assert run.data.metrics["slice.plan.pro.rows"] > 0
+    assert "test.accuracy.ci_low" in run.data.metrics
+    # The report and its figures are run artifacts; the page embeds them (self-contained).
+    assert first.report == "reports/evaluation_report.html"
+    names = {a.path for a in client.list_artifacts(first.mlflow_run_id, "reports/figures")}
+    assert names == {
+        f"reports/figures/{n}.png"
+        for n in ("roc", "precision_recall", "confusion_matrix", "reliability")
+    }
+    page = Path(first.report_path).read_text()
+    assert page.count("data:image/png;base64,") == 4 and "src='http" not in page
+    assert "Slices" in page and "Calibration" in page
+    # The model card is the version's description, and an artifact.
+    card = client.get_model_version("churn", first.model_version).description
+    assert card.startswith("# churn")
+    assert "Churn risk for retention offers" in card
+    assert first.data_report["fingerprint"] in card and "| plan | pro |" in card
+    assert "## Gate: passed" in card
+
+
 def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     cfg, first = first_run
     worse = _cfg(
         workspace,
         train={"epochs": 1, "lr": 1e-6, "num_workers": 2, "metric": "log_loss"},
-        evaluate={"baseline": False},
+        evaluate={"baseline": False, "bootstrap": 100},
+        gate={"confidence": 0.95},
         runtime={"run_name": "worse"},
     )
     result = run_pipeline(worse)
     assert result.evaluation["champion_metrics"] is not None
     assert not result.gate["passed"]
     assert any("champion" in r and "FAIL" in r for r in result.gate["reasons"])
+    # gate.confidence: the comparison is on the paired interval of the improvement.
+    (line,) = [r for r in result.gate["reasons"] if "interval" in r]
+    assert line.startswith("log_loss improvement -") and "paired resamples" in line
+    assert result.gate["comparison"]["high"] < 0
     client = MlflowClient(workspace["tracking"])
     assert (
         str(client.get_model_version_by_alias("churn", "champion").version) == first.model_version
@@ -303,6 +361,19 @@ def test_regression_pipeline(ray_session, workspace, tmp_path):
     )
     assert list(out.columns) == ["prediction"]
     assert np.all(np.abs(out["prediction"].to_numpy() - df["spend"].head(5).to_numpy()) < 40)
+    figures = {
+        a.path.rsplit("/", 1)[-1]
+        for a in MlflowClient(workspace["tracking"]).list_artifacts(
+            result.mlflow_run_id, "reports/figures"
+        )
+    }
+    assert figures == {
+        "residuals_vs_predicted.png",
+        "residual_histogram.png",
+        "predicted_vs_actual.png",
+        "error_by_target_decile.png",
+    }
+    assert "Residuals" in Path(result.report_path).read_text()
     assert (
         json.loads(
             MlflowClient(workspace["tracking"])
