@@ -120,3 +120,47 @@ def test_an_unscorable_champion_is_reported_and_the_challenger_still_scored(scor
     assert got.champion_metrics is None
     assert got.champion_error.startswith("KeyError") and "no_such_column" in got.champion_error
     assert got.metrics["log_loss"] == pytest.approx(_expected(scored, 0)["log_loss"], abs=1e-6)
+
+
+@pytest.mark.parametrize("where", ["driver", "ray_data"])
+def test_several_challengers_champion_and_slice_columns_in_one_pass(scored, where):
+    """k challengers (different weights) + the champion: one read, every model's output
+    kept, row-aligned with the true values and the raw slice columns."""
+    rows = scored["report"].splits["test"]
+    other = evaluate.Candidate("trial-b", scored["spec"], str(scored["dirs"][1]))
+    got = evaluate.score(
+        scored["report"].staged_path,
+        scored["prep"],
+        scored["spec"],
+        str(scored["dirs"][0]),
+        batch_size=50,
+        champion=(scored["load"], "models:/c/1"),
+        test_rows=rows,
+        max_rows=0 if where == "ray_data" else evaluate.DRIVER_MAX_ROWS,
+        others=[other],
+        columns=["plan", "age"],
+    )
+    assert set(got.outputs) == {"challenger", "trial-b", "champion"}
+    assert all(len(o) == rows for o in got.outputs.values()) and len(got.y) == rows
+    for name, value in _expected(scored, 1).items():
+        assert got.others["trial-b"][name] == pytest.approx(value, abs=1e-6), name
+    # trial-b has the champion's weights: identical predictions, row by row.
+    assert got.outputs["trial-b"] == pytest.approx(got.outputs["champion"], abs=1e-6)
+    assert set(got.columns["plan"]) <= {"basic", "plus", "pro"}
+    # The slice columns are aligned with the labels: recompute one slice's accuracy.
+    pro = got.columns["plan"] == "pro"
+    acc = float((got.outputs["challenger"][pro].argmax(1) == got.y[pro]).mean())
+    from rayline.analysis import slice_metrics
+
+    (entry,) = [
+        s
+        for s in slice_metrics("classification", got.y, got.outputs, got.columns, [("plan", None)])
+        if s["slice"] == "pro"
+    ]
+    assert entry["metrics"]["challenger"]["accuracy"] == pytest.approx(acc)
+    with pytest.raises(ValueError, match="names must differ"):
+        evaluate.score(
+            scored["report"].staged_path, scored["prep"], scored["spec"],
+            str(scored["dirs"][0]), batch_size=50,
+            others=[evaluate.Candidate("challenger", scored["spec"], str(scored["dirs"][1]))],
+        )  # fmt: skip
