@@ -72,40 +72,56 @@ class Promotion:
     already: bool = False
 
 
-def gate_against(
-    cand: Candidate, champion_version: str | None, tracking_uri: str, alias_label: str = ""
-):
+def gate_against(cand: Candidate, champion_version: str | None, tracking_uri: str):
     """Score ``cand`` and champion version ``champion_version`` on the candidate's test rows.
 
-    Returns the :class:`rayline.gate.GateDecision`. The champion is pinned by version
-    (``models:/NAME/N``), so the decision is about that version even if the alias moves
-    again meanwhile.
+    Returns the :class:`rayline.gate.GateDecision` of the gate stage's checks
+    (:func:`rayline.stages.gate.decide_all`: thresholds, slice bounds, the point or paired
+    bootstrap comparison, an unscorable champion, drift) on one scoring pass
+    (:func:`rayline.evaluate.score`, with the slice columns). The champion is pinned by
+    version (``models:/NAME/N``), so the decision is about that version even if the alias
+    moves again meanwhile.
     """
-    from rayline import evaluate as ev
-    from rayline.gate import decide
-    from rayline.registry import load_pyfunc
+    from types import SimpleNamespace
 
+    from rayline import analysis
+    from rayline import evaluate as ev
+    from rayline.registry import load_pyfunc
+    from rayline.stages.evaluate import Evaluation
+    from rayline.stages.gate import decide_all
+
+    cfg = cand.cfg
     uri = f"models:/{cand.name}/{champion_version}" if champion_version else None
     loader = partial(load_pyfunc, tracking_uri=tracking_uri)
+    specs = [(s, None) if isinstance(s, str) else (s.column, s.bins) for s in cfg.evaluate.slices]
     scores = ev.score(
         cand.staged_path,
         cand.prep,
         cand.model_spec,
         cand.weights_dir,
-        cand.cfg.evaluate.batch_size,
+        cfg.evaluate.batch_size,
         champion=(loader, uri) if uri else None,
         test_rows=cand.test_rows,
-        max_rows=cand.cfg.runtime.in_process_max_rows,
+        max_rows=cfg.runtime.in_process_max_rows,
+        columns=[c for c, _ in specs],
     )
-    return decide(
-        scores.metrics,
-        scores.champion_metrics,
-        cand.cfg.gate,
-        cand.cfg.compare_metric,
-        champion_error=scores.champion_error,
-        champion_label=uri or alias_label or "the champion",
-        drift=cand.drift,
+    report = ev.EvalReport(rows=scores.rows, metrics=scores.metrics)
+    if uri:
+        report.champion_uri = uri
+        report.champion_metrics = scores.champion_metrics
+        if scores.champion_error:
+            report.extra["champion_error"] = scores.champion_error
+    if specs and scores.rows:
+        report.extra["slices"] = analysis.slice_metrics(
+            cand.prep.task, scores.y, scores.outputs, scores.columns, specs
+        )
+    evaluation = Evaluation(
+        report,
+        (str(champion_version), uri) if uri else None,
+        scores=scores,
+        candidates={"challenger": ev.Candidate("challenger", cand.model_spec, cand.weights_dir)},
     )
+    return decide_all(SimpleNamespace(cfg=cfg), evaluation, cand.drift)
 
 
 def move_gated(
@@ -257,7 +273,6 @@ def promote(
     split and applies that run's gate policy.
     """
     version = str(version)
-    alias = registry.cfg.alias
     if not reason.strip():
         raise RegistryError("--reason: say why the alias moves (it is recorded)")
     registry.check_ready(name, version)
@@ -273,7 +288,7 @@ def promote(
         cand = load_candidate(registry, name, version, tmp)
 
         def again(champion: str | None):
-            return gate_against(cand, champion, registry.tracking_uri, f"{name}@{alias}")
+            return gate_against(cand, champion, registry.tracking_uri)
 
         return move_gated(
             registry, name, version, current, again(current), again, reason, "promote", "promote"

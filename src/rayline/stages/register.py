@@ -8,6 +8,7 @@ recorded on the version (who, when, from, to, why: ``Registry.alias_history``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -49,7 +50,12 @@ class Register(Stage):
         cfg, registry, result = run.cfg, run.registry, run.result
         report, prep, trained = inputs["validate+split"], inputs["features"], inputs["train"]
         evaluation, decision = inputs["evaluate"], inputs["gate"]
-        metrics = evaluation.report.metrics
+        # With several challengers scored (gate.challengers), the gate chose one to register.
+        chosen = getattr(decision, "candidate", "challenger")
+        picked = (getattr(evaluation, "candidates", None) or {}).get(chosen)
+        model_spec = picked.model_spec if picked else trained.best.params["model"]
+        weights_dir = picked.checkpoint_dir if picked else trained.best_dir
+        metrics = decision.challenger or evaluation.report.metrics
         name = cfg.model_name
         description = None  # model card: set by the evaluation-report work
         run.lineage["stages"] = [asdict(s) for s in result.stages]
@@ -69,13 +75,14 @@ class Register(Stage):
             "rayline.reused": json.dumps(run.lineage["reused"]),
             "rayline.gate": "passed" if decision.passed else "rejected",
         }
+        if chosen != "challenger":
+            tags["rayline.challenger"] = chosen
         # A rerun of this MLflow run (the first attempt failed after registering) reuses
         # its version; otherwise the model is logged completely before a version exists.
         version = registry.find_version(name, result.mlflow_run_id)
         if version is None:
-            version = registry.register(
-                self._log_model(registry, report, prep, trained), name, tags, description
-            )
+            model_uri = self._log_model(registry, report, prep, model_spec, weights_dir)
+            version = registry.register(model_uri, name, tags, description)
         else:
             log.info("%s v%s was registered by this run already; reusing it", name, version)
             registry.set_version_tags(name, version, tags)
@@ -89,8 +96,8 @@ class Register(Stage):
             staged_path=report.staged_path,
             test_rows=report.splits.get("test"),
             prep=prep,
-            model_spec=trained.best.params["model"],
-            weights_dir=trained.best_dir,
+            model_spec=model_spec,
+            weights_dir=weights_dir,
             cfg=cfg,
             drift=profiled.drift if profiled is not None else None,
         )
@@ -108,7 +115,7 @@ class Register(Stage):
         )
         if outcome.regated:
             # The decision the alias move rests on is the last one; record it as the gate's.
-            final = outcome.decision
+            final = dataclasses.replace(outcome.decision, candidate=chosen)
             result.gate = final.to_dict()
             registry.call(
                 "logging the gate decision",
@@ -130,15 +137,14 @@ class Register(Stage):
         return version
 
     @staticmethod
-    def _log_model(registry, report, prep, trained) -> str:
+    def _log_model(registry, report, prep, model_spec, weights_dir) -> str:
         """Log the pyfunc model (preprocessor, network spec, weights); return its URI."""
         import torch
 
         from rayline.inference import Predictor
 
         example = input_example(report.staged_path, prep)
-        weights = os.path.join(trained.best_dir, "model.pt")
-        model_spec = trained.best.params["model"]
+        weights = os.path.join(weights_dir, "model.pt")
         state = torch.load(weights, map_location="cpu", weights_only=True)
         predictor = Predictor(prep, model_spec, state)
         return registry.log_model(
