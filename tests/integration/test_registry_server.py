@@ -133,8 +133,12 @@ def server(tmp_path_factory):
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server we started: its process group (pgid = its pid), TERM then KILL."""
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+    """Stop the server we started: its process group (pgid = its pid), TERM then KILL.
+
+    uvicorn's graceful stop waits for open keep-alive connections (this process's MLflow
+    clients hold some), hence the short wait before KILL.
+    """
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
