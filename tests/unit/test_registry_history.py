@@ -200,3 +200,22 @@ def test_the_pause_hook_waits_for_its_file_and_is_bounded(tmp_path, monkeypatch)
     monkeypatch.setenv(PAUSE_TIMEOUT_ENV, "0.2")
     with pytest.raises(RegistryError, match="did not appear"):
         pause_before_alias("run-b")
+
+
+def test_models_commands_without_a_store_say_where_they_looked(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rayline.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for args in (
+        ["models", "list", "m"],
+        ["rollback", "m"],
+        ["promote", "m", "1", "--reason", "x"],
+    ):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert f"no MLflow store at 'sqlite:///{tmp_path}/rayline-runs/mlflow.db'" in res.output
+        assert "--tracking-uri" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "rayline-runs").exists()  # looking created nothing
