@@ -217,7 +217,7 @@ def _compare_interval(
     floor = policy.min_delta
     ok = paired.low > 0 and (paired.low >= floor or math.isclose(paired.low, floor, abs_tol=1e-12))
     line = (
-        f"{metric} improvement {_fmt(paired.delta, sign=True)}, {level} interval "
+        f"{metric} improvement over the champion {_fmt(paired.delta, sign=True)}, {level} interval "
         f"[{_fmt(paired.low, sign=True)}, {_fmt(paired.high, sign=True)}] "
         f"({paired.resamples} paired resamples of {paired.rows} test rows; the lower bound "
         f"needs > 0 and >= min_delta {_fmt(floor)})"

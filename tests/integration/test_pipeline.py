@@ -213,7 +213,7 @@ def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     assert any("champion" in r and "FAIL" in r for r in result.gate["reasons"])
     # gate.confidence: the comparison is on the paired interval of the improvement.
     (line,) = [r for r in result.gate["reasons"] if "interval" in r]
-    assert line.startswith("log_loss improvement -") and "paired resamples" in line
+    assert line.startswith("log_loss improvement over the champion -") and "paired resamples" in line
     assert result.gate["comparison"]["high"] < 0
     client = MlflowClient(workspace["tracking"])
     assert (

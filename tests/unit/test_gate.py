@@ -319,7 +319,7 @@ def test_interval_lower_bound_above_min_delta_passes():
     )
     assert d.passed
     line = [r for r in d.reasons if "interval" in r][0]
-    assert "improvement +0.05, 95% interval [+0.02, +0.08]" in line
+    assert "improvement over the champion +0.05, 95% interval [+0.02, +0.08]" in line
     assert line.endswith(": ok")
 
 

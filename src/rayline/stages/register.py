@@ -42,10 +42,12 @@ class Register(Stage):
 
     name = "register"
     reads = ("registry",)
-    needs = ("validate+split", "features", "train", "evaluate", "gate", "profile")
+    needs = ("validate+split", "features", "train", "evaluate", "gate", "report", "profile")
 
     def compute(self, run, inputs, out) -> str:
+        from rayline.card import description as card_description
         from rayline.promote import Candidate, gate_against, move_gated
+        from rayline.stages.report import CARD_ARTIFACT
 
         cfg, registry, result = run.cfg, run.registry, run.result
         report, prep, trained = inputs["validate+split"], inputs["features"], inputs["train"]
@@ -57,7 +59,9 @@ class Register(Stage):
         weights_dir = picked.checkpoint_dir if picked else trained.best_dir
         metrics = decision.challenger or evaluation.report.metrics
         name = cfg.model_name
-        description = None  # model card: set by the evaluation-report work
+        reported = inputs.get("report")
+        # The model card is the version's description, so the MLflow UI shows it.
+        description = card_description(reported.card) if reported is not None else None
         run.lineage["stages"] = [asdict(s) for s in result.stages]
         run.lineage["finished_at"] = now()
         registry.call("logging lineage.json", registry.log_json, run.lineage, "lineage.json")
@@ -77,6 +81,10 @@ class Register(Stage):
         }
         if chosen != "challenger":
             tags["rayline.challenger"] = chosen
+        if reported is not None:
+            tags["rayline.model_card"] = CARD_ARTIFACT
+            if reported.report_artifact:
+                tags["rayline.report"] = reported.report_artifact
         # A rerun of this MLflow run (the first attempt failed after registering) reuses
         # its version; otherwise the model is logged completely before a version exists.
         version = registry.find_version(name, result.mlflow_run_id)
