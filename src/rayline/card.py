@@ -56,6 +56,8 @@ def render(info: dict[str, Any]) -> str:
         )
         for r in (d.get("top_reasons") or [])[:5]:
             lines.append(f"  - quarantined: {r.get('reason', r)} ({r.get('rows', '')} rows)")
+        if d.get("rows_quarantined") and d.get("quarantine_path"):
+            lines.append(f"- quarantine: `{d['quarantine_path']}`")
         files = d.get("files") or []
         lines.append(f"- source: {len(files)} file(s)" + (f", e.g. `{files[0]}`" if files else ""))
     lines.append(f"- task: {info.get('task')} on target `{info.get('target')}`")
@@ -65,10 +67,14 @@ def render(info: dict[str, Any]) -> str:
         "## Code and config",
         "",
         f"- run: `{info.get('run_name')}` (MLflow run `{info.get('mlflow_run_id')}`)",
-        f"- git commit: `{code.get('commit')}`"
-        + (" (uncommitted changes)" if code.get("dirty") else ""),
+        (
+            f"- git commit: `{code['commit']}`"
+            + (" (with uncommitted changes)" if code.get("dirty") else "")
+            if code.get("commit")
+            else "- git commit: unknown (the pipeline did not run from a git checkout)"
+        ),
         f"- config hash: `{info.get('config_hash')}` (the resolved config is the run's "
-        "`config.yaml` artifact)",
+        "`config/resolved_config.json` artifact)",
     ]
     if info.get("trial"):
         lines.append(f"- sweep trial: `{info['trial']}`")

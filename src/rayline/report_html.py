@@ -269,7 +269,7 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
         + "</tr>"
         for r in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if any(header) else ''}{body}</table>"
 
 
 def render_html(doc: dict[str, Any], figure_paths: dict[str, str]) -> str:

@@ -183,7 +183,11 @@ class Report(Stage):
                 "metrics": metrics,
                 "intervals": intervals,
                 "level": doc["level"],
-                "slices": evaluation.report.extra.get("slices"),
+                # The registered model's slices (the card's "challenger").
+                "slices": [
+                    {**s, "metrics": {"challenger": s["metrics"].get(chosen, {})}}
+                    for s in evaluation.report.extra.get("slices") or []
+                ],
                 "gate": decision.to_dict(),
                 "baseline": (evaluation.report.baseline or {}).get("model"),
                 "report": result.report_artifact,
