@@ -196,10 +196,18 @@ def test_report_card_slices_and_challengers_of_the_sweep(first_run, workspace):
     assert "Churn risk for retention offers" in card
     assert first.data_report["fingerprint"] in card and "| plan | pro |" in card
     assert "## Gate: passed" in card
+    assert tags["rayline.report"] == first.report and tags["rayline.model_card"] == "model_card.md"
+    assert client.list_artifacts(first.mlflow_run_id, "model_card.md")
 
 
 def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     cfg, first = first_run
+    # The champion as one registered before model cards existed: no description, no card
+    # or report tags. It is still scored on this test split and gated like any other.
+    client = MlflowClient(workspace["tracking"])
+    client.update_model_version("churn", first.model_version, description="")
+    for tag in ("rayline.model_card", "rayline.report"):
+        client.delete_model_version_tag("churn", first.model_version, tag)
     worse = _cfg(
         workspace,
         train={"epochs": 1, "lr": 1e-6, "num_workers": 2, "metric": "log_loss"},
@@ -213,7 +221,9 @@ def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
     assert any("champion" in r and "FAIL" in r for r in result.gate["reasons"])
     # gate.confidence: the comparison is on the paired interval of the improvement.
     (line,) = [r for r in result.gate["reasons"] if "interval" in r]
-    assert line.startswith("log_loss improvement over the champion -") and "paired resamples" in line
+    assert (
+        line.startswith("log_loss improvement over the champion -") and "paired resamples" in line
+    )
     assert result.gate["comparison"]["high"] < 0
     client = MlflowClient(workspace["tracking"])
     assert (
