@@ -425,6 +425,10 @@ def run_tune(
         scored = [h for h in history if _finite(h.get(SCORE_KEY)) and h.get("checkpoint_path")]
         # On a tie Ray's checkpoint manager keeps the later checkpoint, so prefer it too.
         top = max(scored, key=lambda h: (sign * h[SCORE_KEY], h.get("epoch", 0))) if scored else {}
+        if top and not _exists(top["checkpoint_path"], storage_path):
+            # A trial stopped by the scheduler can have its history's checkpoint replaced
+            # by the one Tune kept last: take Tune's own record of what it kept.
+            top = _kept_checkpoint(result, sign) or {}
         sampled = decode_sampled(result.config or {}, encoded)
         trained = (
             TrainResult(
@@ -459,6 +463,31 @@ def run_tune(
         )
     log.info("best trial %s: %s=%.4f", best[1].trial_id, cfg.metric, best[0])
     return best[1], summaries
+
+
+def _exists(path: str, storage_path: str) -> bool:
+    """Whether a checkpoint directory reported by Ray is still in run storage."""
+    import pyarrow.fs as pafs
+
+    from rayline.paths import filesystem
+
+    try:
+        return filesystem(storage_path)[0].get_file_info(path).type != pafs.FileType.NotFound
+    except (OSError, ValueError):
+        return False
+
+
+def _kept_checkpoint(result: Any, sign: float) -> dict[str, Any] | None:
+    """The best of the checkpoints Tune kept for a trial, as a history row."""
+    kept = [
+        (c, m)
+        for c, m in (getattr(result, "best_checkpoints", None) or [])
+        if _finite((m or {}).get(SCORE_KEY))
+    ]
+    if not kept:
+        return None
+    checkpoint, metrics = max(kept, key=lambda cm: sign * cm[1][SCORE_KEY])
+    return {**metrics, "checkpoint_path": checkpoint.path}
 
 
 def trial_row(summary: TrialSummary, cfg: PipelineConfig) -> dict[str, Any]:
