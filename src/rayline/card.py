@@ -92,7 +92,8 @@ def render(info: dict[str, Any]) -> str:
         if level:
             lines.append(f"Brackets: {level:.0%} bootstrap intervals.")
             lines.append("")
-        lines.append("| metric | " + " | ".join(models) + " |")
+        shown = ["this model" if m == "challenger" else m for m in models]
+        lines.append("| metric | " + " | ".join(shown) + " |")
         lines.append("|---|" + "---:|" * len(models))
         for n in names:
             cells = []

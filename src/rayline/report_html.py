@@ -241,7 +241,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}th{background:#f4f4f4}
 td.l,th.l{text-align:left}.pass{color:#137333;font-weight:600}.fail{color:#b3261e;font-weight:600}
 .muted{color:#777}img{max-width:100%;border:1px solid #eee;margin:6px 0}
-.figs{display:flex;flex-wrap:wrap;gap:12px}.figs img{max-width:580px}
+.figs{display:flex;flex-wrap:wrap;gap:12px}.figs img{max-width:580px}.figs img.wide{max-width:100%}
 """
 
 
@@ -298,7 +298,9 @@ def render_html(doc: dict[str, Any], figure_paths: dict[str, str]) -> str:
         parts.append("</ul>")
         for name, other in (gate.get("others") or {}).items():
             v = "passed" if other["passed"] else "rejected"
-            parts.append(f"<p class='muted'>{_e(name)} (not chosen): {v}</p>")
+            failed = [r for r in other["reasons"] if r.endswith("FAIL")]
+            why = f": {_e(failed[0])}" if failed else ""
+            parts.append(f"<p class='muted'>{_e(name)} (not chosen): {v}{why}</p>")
 
     parts.append("<h2>Test metrics</h2>")
     level = doc.get("level")
@@ -366,22 +368,21 @@ def render_html(doc: dict[str, Any], figure_paths: dict[str, str]) -> str:
     if slices:
         parts.append("<h2>Slices</h2>")
         metric_names = doc["metric_names"]
-        sliced_models = [n for n in names if n in slices[0]["metrics"]]
-        header = ["column", "slice", "rows"] + [
-            f"{m} ({n})" for m in metric_names for n in sliced_models
-        ]
-        rows = [
-            [_e(s["column"]), _e(s["slice"]), str(s["rows"])]
-            + [_v(s["metrics"][n].get(m)) for m in metric_names for n in sliced_models]
-            for s in slices
-        ]
-        parts.append(_table(header, rows, left=2))
+        rows = []
+        for s in slices:
+            for n in [m for m in names if m in s["metrics"]]:
+                rows.append(
+                    [_e(s["column"]), _e(s["slice"]), str(s["rows"]), _e(n)]
+                    + [_v(s["metrics"][n].get(m)) for m in metric_names]
+                )
+        parts.append(_table(["column", "slice", "rows", "model", *metric_names], rows, left=2))
 
     if figure_paths:
         parts.append("<h2>Figures</h2><div class='figs'>")
         for name, path in figure_paths.items():
             data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-            parts.append(f"<img alt='{_e(name)}' src='data:image/png;base64,{data}'>")
+            wide = " class='wide'" if name == "confusion_matrix" and len(names) > 2 else ""
+            parts.append(f"<img{wide} alt='{_e(name)}' src='data:image/png;base64,{data}'>")
         parts.append("</div>")
     body = "\n".join(parts)
     return (
