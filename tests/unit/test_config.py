@@ -600,3 +600,56 @@ def test_elastic_training_is_refused_in_a_sweep_and_in_local_mode():
     assert "elastic" in text and "tune.enabled: false" in text
     text = only_problem({**base(), "train": {"num_workers": [1, 2], "local_mode": True}})
     assert "elastic" in text
+
+
+# -- evaluation depth: slices, slice bounds, challengers, confidence ----------------------------
+def test_slices_by_value_and_by_bins_validate():
+    data = base()
+    data["evaluate"] = {"slices": ["plan", {"column": "spend", "bins": [0, 10, 100]}]}
+    cfg = validate_config(data)
+    assert cfg.evaluate.slices[0] == "plan" and cfg.evaluate.slices[1].bins == [0, 10, 100]
+
+
+@pytest.mark.parametrize(
+    ("evaluate", "fragment"),
+    [
+        ({"slices": ["nope"]}, "evaluate.slices[0]: 'nope' is not declared in schema.columns"),
+        ({"slices": ["spend"]}, "'spend' is a float column; give its bins"),
+        ({"slices": [{"column": "plan", "bins": [0, 1]}]}, "'plan' is a string column"),
+        ({"slices": ["churned"]}, "the target 'churned' cannot be a slice"),
+        ({"slices": ["plan", "plan"]}, "a column is listed twice"),
+    ],
+)
+def test_bad_slices_name_the_entry_and_the_fix(evaluate, fragment):
+    data = base()
+    data["evaluate"] = evaluate
+    assert fragment in only_problem(data)
+
+
+def test_bin_edges_must_increase():
+    data = base()
+    data["evaluate"] = {"slices": [{"column": "spend", "bins": [0, 10, 10]}]}
+    assert "bin edges must increase strictly" in only_problem(data)
+
+
+def test_slice_thresholds_need_slices_and_known_metrics_and_columns():
+    data = base()
+    data["gate"] = {"slice_thresholds": {"accuracy": {"min": 0.8}}}
+    assert "evaluate.slices is empty" in only_problem(data)
+    data["evaluate"] = {"slices": ["plan"]}
+    data["gate"] = {
+        "slice_thresholds": {"rmse": {"max": 1}, "accuracy": {"min": 0.8, "columns": ["age"]}}
+    }
+    problems = problems_of(data)
+    assert any("gate.slice_thresholds.rmse: not a classification metric" in p for p in problems)
+    assert any("columns: 'age' is not in evaluate.slices (plan)" in p for p in problems)
+
+
+def test_challengers_need_a_sweep_and_confidence_is_a_probability():
+    data = base()
+    data["gate"] = {"challengers": 3}
+    assert "gate.challengers: 3 needs a sweep" in only_problem(data)
+    data["gate"] = {"confidence": 1.5}
+    assert "gate.confidence" in only_problem(data)
+    data["gate"] = {"confidence": 0.9}
+    assert validate_config(data).gate.confidence == 0.9

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rayline.refs import is_ref
 
@@ -743,6 +743,24 @@ class EvaluateConfig(_Section):
         description="Write the evaluation report (PNG figures and one self-contained HTML page "
         "with challenger, champion and baseline side by side) under `reports/` in MLflow.",
     )
+
+    @field_validator("slices", mode="before")
+    @classmethod
+    def _one_form_per_slice(cls, items: Any) -> Any:
+        # A mapping is a binned slice: report its own problem, not also "not a string".
+        if not isinstance(items, list):
+            return items
+        out = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                try:
+                    item = SliceSpec.model_validate(item)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    raise ValueError(f"[{i}].{where}: {first['msg']}") from None
+            out.append(item)
+        return out
 
 
 class Threshold(_Section):
