@@ -24,6 +24,7 @@ from rayline.config.sections import (
     GateConfig,
     ModelConfig,
     RegistryConfig,
+    RetrainConfig,
     RuntimeConfig,
     SchemaConfig,
     TrainConfig,
@@ -55,6 +56,9 @@ class PipelineConfig(_Section):
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion rules.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Ray runtime.")
+    retrain: RetrainConfig = Field(
+        default_factory=RetrainConfig, description="When `rayline retrain` retrains."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -123,6 +127,7 @@ class PipelineConfig(_Section):
         data = self.to_dict()
         for key in DISPLAY_ONLY:
             data["runtime"].pop(key, None)
+        data.pop("retrain", None)  # when to retrain changes nothing a run computes
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

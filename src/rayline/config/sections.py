@@ -914,5 +914,68 @@ class RuntimeConfig(_Section):
     )
 
 
+class RetrainWindow(_Section):
+    """Train on the last N values of one hive partition column (``retrain.window``)."""
+
+    partition: str = Field(
+        ..., description="The hive partition key, e.g. 'day' for .../day=2026-11-01/part-0.parquet."
+    )
+    last: int = Field(..., ge=1, description="How many of its newest values to train on.")
+
+
+class RetrainConfig(_Section):
+    """When `rayline retrain` retrains, and on which data."""
+
+    min_new_rows: int = Field(
+        1,
+        ge=1,
+        description="Retrain when the files new or changed since the champion's training data "
+        "hold at least this many rows (a new hive partition retrains whatever its size).",
+    )
+    max_age: str | None = Field(
+        None,
+        description="Retrain when the champion is older than this ('7d', '12h', '30m'), new "
+        "data or not. Default: no age limit.",
+    )
+    window: Literal["all"] | RetrainWindow = Field(
+        "all",
+        description="The data a retrain trains on: 'all' of data.path, or {partition: day, "
+        "last: 3}: the files of the last 3 values of the hive partition key `day` (sorted as "
+        "numbers when every value is one, else as text, so ISO dates sort by time).",
+    )
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _one_form_of_window(cls, value: Any) -> Any:
+        # One message per mistake, not one per branch of the union.
+        if isinstance(value, str) and value != "all":
+            raise ValueError(
+                f"'{value}' is not a window; write 'all' or {{partition: <hive key>, last: N}}"
+            )
+        if isinstance(value, dict):
+            try:
+                return RetrainWindow.model_validate(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                msg = first["msg"]
+                if first["type"] == "missing":
+                    msg = "required; write {partition: <hive key>, last: N}"
+                raise ValueError(f"{where}: {msg}") from None
+        if not isinstance(value, str | RetrainWindow):
+            raise ValueError("write 'all' or {partition: <hive key>, last: N}")
+        return value
+
+    @field_validator("max_age")
+    @classmethod
+    def _age(cls, value: str | None) -> str | None:
+        from rayline.cache import parse_age
+
+        if value is not None:
+            if parse_age(value) <= 0:
+                raise ValueError(f"'{value}' is not a positive age; write e.g. 7d, 12h, 30m")
+        return value
+
+
 #: Runtime keys that cannot change a run's results, so they stay out of its config hash.
 DISPLAY_ONLY = ("log_to_driver", "dashboard", "cache")

@@ -229,18 +229,55 @@ def fingerprint(sources: SourceFiles) -> str:
     Hashing remote objects in full would read the whole dataset twice; their size and
     modification time change whenever the object is rewritten, which is what lineage needs.
     """
+    return fingerprint_files(sources)[0]
+
+
+def fingerprint_files(
+    sources: SourceFiles, footer_rows: dict[str, int] | None = None
+) -> tuple[str, list[dict]]:
+    """:func:`fingerprint`, and per file what lineage records, from the same read.
+
+    Each record: ``uri``, ``size`` (bytes), ``mtime`` (UTC ISO 8601) and ``mtime_ns``,
+    ``sha256`` of the content (local files, hashed in the pass the fingerprint makes anyway;
+    None for remote objects, whose size and mtime tell a rewrite), ``rows`` (the Parquet
+    footer's count from ``footer_rows``, by URI; None where the format records none) and
+    ``partition`` (the file's hive ``key=value`` directories).
+    """
+    from datetime import datetime, timezone
+
     h = hashlib.sha256()
     local = isinstance(sources.filesystem, pafs.LocalFileSystem)
-    for path, uri in zip(sources.files, sources.uris, strict=True):
+    infos = sources.filesystem.get_file_info(list(sources.files)) if sources.files else []
+    records = []
+    for path, uri, info in zip(sources.files, sources.uris, infos, strict=True):
         h.update(uri.encode())
+        digest = None
         if local:
+            own = hashlib.sha256()
             with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
+                    own.update(chunk)
+            digest = own.hexdigest()
         else:
-            info = sources.filesystem.get_file_info(path)
             h.update(f"{info.size}:{info.mtime_ns}".encode())
-    return h.hexdigest()
+        mtime_ns = info.mtime_ns
+        records.append(
+            {
+                "uri": uri,
+                "size": info.size,
+                "mtime": (
+                    datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).isoformat()
+                    if mtime_ns is not None
+                    else None
+                ),
+                "mtime_ns": mtime_ns,
+                "sha256": digest,
+                "rows": (footer_rows or {}).get(uri),
+                "partition": hive_values(path),
+            }
+        )
+    return h.hexdigest(), records
 
 
 def read_dataset(

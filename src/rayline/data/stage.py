@@ -314,6 +314,34 @@ def _stage_in_process(cfg: PipelineConfig, sources: SourceFiles) -> pa.Table:
     return _StageBatch(cfg, sources.display_names(), duplicates)(frame)
 
 
+class _ValidRows:
+    """``map_batches`` callable: staging's validation, keeping only the rows that pass."""
+
+    def __init__(self, cfg: PipelineConfig, display: dict[str, str]):
+        self.batch = _StageBatch(cfg, display, {})
+
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        table = self.batch(batch)
+        return table.filter(pc.not_equal(table[SPLIT_COL], QUARANTINE))
+
+
+def valid_rows(cfg: PipelineConfig, sources: SourceFiles):
+    """A Ray Dataset of the rows of ``sources`` that pass the contract, typed as staged.
+
+    What ``rayline retrain`` profiles to compare only the new files with the champion's
+    training data: the same validation as staging (a ``unique`` rule sees only these
+    files), nothing written. A small Parquet input is validated in this process.
+    """
+    import ray.data
+
+    rows = _source_row_counts(sources)
+    if rows is not None and sum(rows.values()) <= cfg.runtime.in_process_max_rows:
+        table = _stage_in_process(cfg, sources)
+        return ray.data.from_arrow(table.filter(pc.not_equal(table[SPLIT_COL], QUARANTINE)))
+    ds = read_dataset(sources, list(cfg.schema_.columns), cfg.data.on_unreadable_row)
+    return ds.map_batches(_ValidRows(cfg, sources.display_names()), batch_format="pandas")
+
+
 def split_path(staged_path: str, split: str) -> str:
     """Directory of one split inside the staged dataset."""
     return f"{staged_path}/{SPLIT_COL}={split}"

@@ -76,6 +76,8 @@ class Register(Stage):
             "rayline.git_dirty": str(code["dirty"]),
             "rayline.test_metrics": json.dumps(metrics),
             "rayline.profile": "profile/profile.json" if "profile" in inputs else "",
+            # The run's artifact with the per-file record of the data (`rayline retrain`).
+            "rayline.lineage": "lineage.json",
             "rayline.reused": json.dumps(run.lineage["reused"]),
             "rayline.gate": "passed" if decision.passed else "rejected",
         }

@@ -38,9 +38,14 @@ class Ingest(Stage):
     def compute(self, run, inputs, out) -> Inputs:
         cfg = run.cfg
         sources = ingest.resolve_sources(cfg.data.path, cfg.data.format, cfg.data.endpoint_url)
-        fingerprint = ingest.fingerprint(sources)
+        fingerprint, files = ingest.fingerprint_files(sources)
         footer_rows = validate.check_file_schemas(sources, cfg.schema_.columns)
         run.lineage["data_fingerprint"] = fingerprint
+        # Per file: URI, size, mtime, content digest, footer rows, hive partition values;
+        # `rayline retrain` tells new and changed data from the champion's by these.
+        for record in files:
+            record["rows"] = (footer_rows or {}).get(record["uri"])
+        run.lineage["data_inputs"] = files
         return Inputs(sources, fingerprint, footer_rows)
 
     def summary(self, run, result: Inputs) -> str:
