@@ -27,6 +27,7 @@ from rayline.config.sections import (
     RetrainConfig,
     RuntimeConfig,
     SchemaConfig,
+    ServeConfig,
     TrainConfig,
     TuneConfig,
     _Section,
@@ -59,6 +60,7 @@ class PipelineConfig(_Section):
     retrain: RetrainConfig = Field(
         default_factory=RetrainConfig, description="When `rayline retrain` retrains."
     )
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="`rayline serve`.")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -127,6 +129,7 @@ class PipelineConfig(_Section):
         data = self.to_dict()
         for key in DISPLAY_ONLY:
             data["runtime"].pop(key, None)
+        data.pop("serve", None)  # how a model is served changes nothing a run computes
         data.pop("retrain", None)  # when to retrain changes nothing a run computes
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()

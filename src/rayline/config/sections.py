@@ -979,3 +979,38 @@ class RetrainConfig(_Section):
 
 #: Runtime keys that cannot change a run's results, so they stay out of its config hash.
 DISPLAY_ONLY = ("log_to_driver", "dashboard", "cache")
+
+
+class ServeConfig(_Section):
+    """`rayline serve`: the Ray Serve application that answers for NAME@alias."""
+
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address Serve's HTTP proxy listens on; anything but loopback needs a "
+        "bearer token (--token-file or $RAYLINE_SERVE_TOKEN).",
+    )
+    port: int = Field(8000, ge=1, le=65535, description="Port of Serve's HTTP proxy.")
+    num_replicas: int = Field(1, ge=1, le=1024, description="Replicas of the model.")
+    replica_cpus: float = Field(1.0, gt=0, description="Logical CPUs each replica reserves.")
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Requests a replica scores together in one model call (@serve.batch).",
+    )
+    batch_wait_timeout_s: float = Field(
+        0.005,
+        ge=0,
+        le=10,
+        description="How long a replica waits for more requests to fill a batch.",
+    )
+    max_rows_per_request: int = Field(
+        10_000, ge=1, description="More rows in one request are refused with a 413."
+    )
+    poll_interval_s: float = Field(
+        5.0,
+        ge=0.1,
+        description="How often each replica reads NAME@alias; when it moved, the new version "
+        "is loaded beside the serving one and swapped in without dropping a request.",
+    )
