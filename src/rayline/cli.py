@@ -859,6 +859,126 @@ def rollback(
         _moved(con, registry, name, do_rollback(registry, name, reason))
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        str,
+        typer.Argument(help="NAME or NAME@alias: the registered model and the alias to serve."),
+    ],
+    tracking_uri: TrackingUriOpt = None,
+    alias: AliasOpt = None,
+    config: RegistryConfigOpt = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Listen address (default: serve.host, 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port (default: serve.port, 8000)."),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--token-file",
+            help="A file whose first line is the bearer token every request must carry "
+            "(default: $RAYLINE_SERVE_TOKEN); required when --host is not loopback.",
+        ),
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve NAME@alias over HTTP with Ray Serve, following the alias as it moves.
+
+    POST /predict takes JSON rows ({"records": [...]}, {"columns": {...}} or a list of
+    records) and answers the predictions, class probabilities and the version that scored
+    them; GET /health; GET /model (version, lineage, model card). Each replica reads the
+    alias every serve.poll_interval_s and swaps in a new version without dropping a request.
+    Replicas and batching come from --config's serve section. Ctrl-C stops it.
+    """
+    with _command(verbose) as con:
+        import signal
+        import time
+        from pathlib import Path
+
+        from rayline.config import RuntimeConfig, ServeConfig
+        from rayline.errors import RegistryError
+        from rayline.serve_app import is_loopback, parse_target, read_token, start
+
+        try:
+            name, alias = parse_target(model, alias)
+            token = read_token(token_file)
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
+        cfg = _load(config, None) if config else None
+        settings = cfg.serve if cfg else ServeConfig()
+        settings = settings.model_copy(
+            update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        )
+        if not is_loopback(settings.host) and not token:
+            raise ConfigError(
+                [
+                    f"--host: {settings.host} is not loopback, so requests must carry a token: "
+                    "give --token-file FILE or set $RAYLINE_SERVE_TOKEN"
+                ]
+            )
+        registry = _registry(tracking_uri, alias, config)
+        alias = registry.cfg.alias
+        registry.registered_model(name)  # a missing model says so
+        version = registry.alias_version(name)
+        if version is None:
+            raise RegistryError(
+                f"{name}@{alias} points at no version at '{registry.tracking_uri}'; "
+                f"`rayline models list {name}` lists them, `rayline promote {name} VERSION "
+                "--reason TEXT` sets it"
+            )
+        registry.check_ready(name, version)
+        runtime = cfg.runtime if cfg else RuntimeConfig()
+        con.attach(Path(registry.storage_path, "serve", name))
+        con.capture.tee = verbose
+        from rayline.runtime import init_ray
+
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        started = False
+        try:
+            init_ray(runtime)
+            started = True
+            try:
+                url = start(name, alias, registry.tracking_uri, settings, token)
+            except RuntimeError as exc:
+                lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+                raise RegistryError(
+                    f"the Serve application for {name}@{alias} did not start: "
+                    f"{lines[-1] if lines else type(exc).__name__}; Ray's output: {con.log_path}"
+                ) from None
+            _echo(
+                con,
+                f"serving {name}@{alias} (v{version}) at {url}: POST {url}/predict, GET "
+                f"{url}/health, GET {url}/model; following the alias every "
+                f"{settings.poll_interval_s:g} s; Ctrl-C stops\nray logs: {con.log_path}",
+            )
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            _echo(con, f"stopping {name}@{alias}")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if started:  # this application only: a cluster's other Serve apps stay
+                _stop_app(name)
+
+
+def _stop_app(name: str) -> None:
+    from ray import serve as ray_serve
+
+    from rayline.serve_app import app_name
+
+    try:
+        ray_serve.delete(app_name(name))
+    except Exception as exc:  # Ray or Serve gone already: nothing left to stop
+        logging.getLogger("rayline").debug("serve.delete: %s", exc)
+
+
 def _load(config: str, overrides: list[str] | None):
     from rayline.config import load_config
 

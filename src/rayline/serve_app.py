@@ -1,0 +1,467 @@
+"""``rayline serve``: a Ray Serve application that answers for ``models:/NAME@alias``.
+
+``serving.py`` is the model MLflow loads; this module serves it over HTTP:
+
+- ``POST /predict``: JSON rows (:mod:`rayline.serve_request` parses and checks them) ->
+  ``{"model", "version", "predictions", "classes", "probabilities"}``; the rows of
+  concurrent requests are scored together (``@serve.batch``, ``serve.max_batch_size`` /
+  ``serve.batch_wait_timeout_s``);
+- ``GET /health``: ``{"status": "ok", "version", ...}`` and the last poll of the alias;
+- ``GET /model``: name, version, alias, the version's lineage tags, its model card (the
+  version's description), its input columns.
+
+Each replica follows the alias: a thread reads ``NAME@alias`` every
+``serve.poll_interval_s``; when it points at another version, that version is loaded
+(``models:/NAME/<version>``, pinned, so the alias moving again meanwhile cannot mix two)
+beside the one serving, and then takes its place in one assignment. A request is scored
+wholly by the version that was current when its batch started, and its answer names that
+version; nothing is refused during a move. A failed poll or load keeps the current version
+serving (``/health`` reports the error).
+
+Bad requests get a 4xx with ``{"error": <code>, "message": <what is wrong>}``; an error of
+ours a 500 with the same shape and no traceback (that goes to the replica's log). With a
+token (its sha256 is all the replicas get) every endpoint wants ``Authorization: Bearer
+<token>`` and answers 401 without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+from ray import serve
+
+from rayline.serve_request import BadRequest, InputSpec, frame_output, parse_rows
+
+log = logging.getLogger(__name__)
+
+#: The environment variable ``rayline serve`` reads the bearer token from.
+TOKEN_ENV = "RAYLINE_SERVE_TOKEN"
+MIN_TOKEN_LEN = 16
+#: Version tags that are the alias history, left out of ``/model``'s lineage.
+HISTORY_PREFIX = "rayline.alias_moved."
+MAX_BODY_BYTES_PER_ROW = 64 * 1024
+
+
+def parse_target(target: str, alias: str | None) -> tuple[str, str | None]:
+    """``NAME[@alias]`` (and ``--alias``) -> ``(name, alias or None)``.
+
+    Raises:
+        ValueError: an empty name or alias, or two different aliases.
+    """
+    name, at, given = target.partition("@")
+    if not name.strip() or (at and not given.strip()):
+        raise ValueError(f"'{target}' is not NAME or NAME@alias (e.g. breast-cancer@champion)")
+    if at and alias and alias != given:
+        raise ValueError(f"'{target}' names alias '{given}' but --alias says '{alias}'; give one")
+    return name, (given if at else alias)
+
+
+def is_loopback(host: str) -> bool:
+    """``127.x.x.x``, ``::1`` or ``localhost``: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The bearer token: the first line of ``token_file``, else ``$RAYLINE_SERVE_TOKEN``.
+
+    Raises:
+        ValueError: the file cannot be read, or the token is empty or too short.
+    """
+    where = f"--token-file {token_file}" if token_file else f"${TOKEN_ENV}"
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--token-file: cannot read '{token_file}' ({exc})") from None
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if not token:
+            return None
+    if len(token) < MIN_TOKEN_LEN or re.search(r"\s", token):
+        raise ValueError(
+            f"{where}: the token must be at least {MIN_TOKEN_LEN} characters without spaces "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return token
+
+
+def token_digest(token: str | None) -> str | None:
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+def public_uri(uri: str) -> str:
+    """A tracking URI without a user name or password in it."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Loaded:
+    """One loaded version: the pyfunc, what its inputs are, what ``/model`` says of it."""
+
+    version: str
+    model: Any  # mlflow.pyfunc.PyFuncModel
+    spec: InputSpec
+    classes: list[Any] | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_version(client: Any, name: str, version: str, alias: str) -> Loaded:
+    """Load ``models:/name/version`` and read what ``/model`` shows of it."""
+    import mlflow.pyfunc
+
+    mv = client.get_model_version(name, version)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    predictor = getattr(_unwrap(model), "predictor", None)
+    if predictor is not None:
+        spec = InputSpec.from_preprocessor(predictor.prep)
+        classes = list(predictor.prep.classes) if predictor.prep.classes else None
+        task = predictor.prep.task
+    else:
+        spec = InputSpec.from_signature(model.metadata.get_input_schema())
+        classes, task = None, None
+    tags = mv.tags or {}
+    info = {
+        "name": name,
+        "version": str(mv.version),
+        "alias": alias,
+        "task": task,
+        "classes": classes,
+        "inputs": spec.describe(),
+        "run_id": tags.get("rayline.mlflow_run_id") or mv.run_id,
+        "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).isoformat(
+            timespec="seconds"
+        )
+        if mv.creation_timestamp
+        else None,
+        "lineage": {k: v for k, v in sorted(tags.items()) if not k.startswith(HISTORY_PREFIX)},
+        "card": mv.description or None,
+        "loaded_at": _now(),
+    }
+    return Loaded(str(mv.version), model, spec, classes, info)
+
+
+def _unwrap(model: Any) -> Any:
+    try:
+        return model.unwrap_python_model()
+    except Exception:  # not a PythonModel (another flavor)
+        return None
+
+
+def _json(status: int, doc: dict[str, Any], headers: dict[str, str] | None = None):
+    from starlette.responses import Response
+
+    return Response(
+        json.dumps(doc, allow_nan=False, default=str),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+class ModelServer:
+    """The Serve deployment: one replica serving ``name@alias`` and following it."""
+
+    def __init__(
+        self,
+        name: str,
+        alias: str,
+        tracking_uri: str,
+        settings: dict[str, Any],
+        token_sha256: str | None = None,
+    ):
+        from mlflow import MlflowClient
+
+        from rayline.registry import use_mlflow
+
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        self.name, self.alias = name, alias
+        self.tracking_uri = tracking_uri
+        self.max_rows = int(settings["max_rows_per_request"])
+        self.poll_interval_s = float(settings["poll_interval_s"])
+        self.token_sha256 = token_sha256
+        use_mlflow(tracking_uri)
+        self.client = MlflowClient(tracking_uri, tracking_uri)
+        self.predict_batch.set_max_batch_size(int(settings["max_batch_size"]))
+        self.predict_batch.set_batch_wait_timeout_s(float(settings["batch_wait_timeout_s"]))
+        version = self._alias_version()
+        if version is None:
+            raise RuntimeError(f"{name}@{alias} points at no version")
+        self.current = load_version(self.client, name, version, alias)
+        self.swaps: list[dict[str, Any]] = []
+        self.last_poll: str | None = _now()
+        self.poll_error: str | None = None
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._follow, name="rayline-alias", daemon=True)
+        self._poller.start()
+        log.info("serving %s@%s v%s", name, alias, version)
+
+    # -- following the alias ----------------------------------------------------------------
+    def _alias_version(self) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        from rayline.registry import _no_such_alias
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, self.alias).version)
+        except MlflowException as exc:
+            if _no_such_alias(exc):
+                return None
+            raise
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_interval_s):
+            self.poll_once()
+
+    def poll_once(self) -> None:
+        """Read the alias; load and swap in the version it points at when that changed."""
+        try:
+            version = self._alias_version()
+            self.last_poll = _now()
+            if version is None:
+                self.poll_error = (
+                    f"{self.name}@{self.alias} points at no version now; still serving "
+                    f"v{self.current.version}"
+                )
+                return
+            if version != self.current.version:
+                before = self.current.version
+                loaded = load_version(self.client, self.name, version, self.alias)
+                self.current = loaded  # one assignment: the next batch uses it
+                self.swaps.append({"from": before, "to": version, "at": _now()})
+                log.info("%s@%s moved: now serving v%s (was v%s)", self.name, self.alias,
+                         version, before)  # fmt: skip
+            self.poll_error = None
+        except Exception as exc:  # the server away, a version that will not load: keep serving
+            self.poll_error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            log.warning("following %s@%s: %s", self.name, self.alias, self.poll_error)
+
+    def check_health(self) -> None:
+        """Serve's health check: the thread that follows the alias must be alive."""
+        if not self._poller.is_alive():
+            raise RuntimeError("the thread following the alias died")
+
+    def __del__(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+    # -- scoring ----------------------------------------------------------------------------
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def predict_batch(self, frames: list[pd.DataFrame]) -> list[Any]:
+        """Score the rows of several requests in one call of the model (one version)."""
+        loaded = self.current
+        try:
+            whole = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            out = await asyncio.to_thread(loaded.model.predict, whole)
+            results, start = [], 0
+            for f in frames:
+                part = out.iloc[start : start + len(f)]
+                start += len(f)
+                results.append((loaded, part))
+            return results
+        except Exception:
+            if len(frames) == 1:
+                return [self._score_alone(loaded, frames[0])]
+        # One request's rows spoiled the batch: score each alone, so only that one fails.
+        return [self._score_alone(loaded, f) for f in frames]
+
+    def _score_alone(self, loaded: Loaded, frame: pd.DataFrame) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return (loaded, loaded.model.predict(frame))
+        except (ValueError, TypeError, MlflowException) as exc:
+            text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc)
+            return BadRequest(400, "rejected", f"the model refused the rows: {text}")
+        except Exception as exc:
+            log.exception("scoring %d rows with v%s failed", len(frame), loaded.version)
+            return RuntimeError(type(exc).__name__)
+
+    # -- HTTP -------------------------------------------------------------------------------
+    async def __call__(self, request: Any):
+        try:
+            return await self._answer(request)
+        except BadRequest as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return _json(exc.status, exc.body(), headers)
+        except Exception as exc:
+            log.exception("answering %s %s", request.method, request.url.path)
+            return _json(
+                500,
+                {
+                    "error": "internal",
+                    "message": f"internal error ({type(exc).__name__}); the replica's log "
+                    "has the details",
+                },
+            )
+
+    def _authorize(self, request: Any) -> None:
+        if not self.token_sha256:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise BadRequest(
+                401, "unauthorized", "this server wants a token: Authorization: Bearer <token>"
+            )
+        digest = hashlib.sha256(given.strip().encode()).hexdigest()
+        if not hmac.compare_digest(digest, self.token_sha256):
+            raise BadRequest(401, "unauthorized", "the bearer token is not this server's")
+
+    async def _answer(self, request: Any):
+        path = request.url.path
+        root = request.scope.get("root_path") or ""
+        if root and path.startswith(root):  # an application under a route prefix
+            path = path[len(root) :]
+        path = path.rstrip("/") or "/"
+        routes = {"/predict": "POST", "/health": "GET", "/model": "GET"}
+        if path not in routes:
+            raise BadRequest(
+                404,
+                "not_found",
+                f"no endpoint {path}; this server has POST /predict, GET /health, GET /model",
+            )
+        if request.method != routes[path] and not (
+            request.method == "HEAD" and routes[path] == "GET"
+        ):
+            raise BadRequest(
+                405, "method_not_allowed", f"{path} takes {routes[path]}, not {request.method}"
+            )
+        self._authorize(request)
+        if path == "/health":
+            return _json(200, self.health())
+        if path == "/model":
+            return _json(200, self.current.info | {"swaps": self.swaps[-20:]})
+        return await self._predict(request)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": self.name,
+            "alias": self.alias,
+            "version": self.current.version,
+            "last_poll": self.last_poll,
+            "poll_error": self.poll_error,
+        }
+
+    async def _predict(self, request: Any):
+        length = request.headers.get("content-length")
+        limit = self.max_rows * MAX_BODY_BYTES_PER_ROW
+        if length and length.isdigit() and int(length) > limit:
+            raise BadRequest(413, "too_large", f"the body is {length} bytes; at most {limit}")
+        body = await request.body()
+        if len(body) > limit:
+            raise BadRequest(413, "too_large", f"the body is {len(body)} bytes; at most {limit}")
+        frame = parse_rows(body, self.current.spec, self.max_rows)
+        result = await self.predict_batch(frame)
+        if isinstance(result, Exception):
+            raise result
+        loaded, out = result
+        doc = {"model": self.name, "version": loaded.version}
+        doc.update(frame_output(out, loaded.classes))
+        return _json(200, doc)
+
+
+# -- the application ------------------------------------------------------------------------
+def app_name(model: str) -> str:
+    """The Serve application's name for a registered model."""
+    return "rayline-" + re.sub(r"[^A-Za-z0-9_.-]", "-", model)
+
+
+def build(
+    name: str,
+    alias: str,
+    tracking_uri: str,
+    settings: Any,
+    token: str | None = None,
+):
+    """The bound Serve application (``settings``: a :class:`rayline.config.ServeConfig`)."""
+    values = settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
+    deployment = serve.deployment(
+        ModelServer,
+        name="model",
+        num_replicas=int(values["num_replicas"]),
+        max_ongoing_requests=max(8, 2 * int(values["max_batch_size"])),
+        ray_actor_options={"num_cpus": float(values["replica_cpus"])},
+        health_check_period_s=10,
+    )
+    return deployment.bind(name, alias, tracking_uri, values, token_digest(token))
+
+
+def start(
+    name: str,
+    alias: str,
+    tracking_uri: str,
+    settings: Any,
+    token: str | None = None,
+) -> str:
+    """Start Serve's HTTP proxy on ``settings.host:port`` and run the application on it.
+
+    Ray must be initialised. Returns the base URL. Serve's HTTP options are fixed once it
+    runs on a cluster: a Serve already started there keeps its own host and port.
+
+    Raises:
+        RuntimeError: the application did not come up (Serve's message).
+    """
+    values = settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
+    host, port = values["host"], int(values["port"])
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(
+        build(name, alias, tracking_uri, values, token), name=app_name(name), route_prefix="/"
+    )
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def wait_ready(url: str, token: str | None = None, timeout_s: float = 120) -> dict[str, Any]:
+    """Wait until ``GET /health`` answers 200; return its JSON.
+
+    Raises:
+        TimeoutError: no 200 within ``timeout_s``.
+    """
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = time.monotonic() + timeout_s
+    last: str = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(f"{url}/health", headers=headers)
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    return json.loads(r.read())
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    raise TimeoutError(f"{url}/health did not answer 200 within {timeout_s:g} s ({last})")
