@@ -26,6 +26,7 @@ STAGES = [
     "train",
     "evaluate",
     "gate",
+    "report",
     "register",
 ]
 #: What Ray, Tune, Ray Data and MLflow print on their own, and rayline's resolved config.
