@@ -188,6 +188,121 @@ def run(
 
 
 @app.command()
+def retrain(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the decision only; exit 0 if it would retrain, 6 if nothing to do.",
+        ),
+    ] = False,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            "--every",
+            help="Keep deciding, once per interval (e.g. 1h, 30m); each cycle a fresh decision "
+            "on a freshly loaded config; an error is reported and the next cycle runs. Ctrl-C "
+            "stops.",
+        ),
+    ] = None,
+    max_cycles: Annotated[
+        int | None, typer.Option("--max-cycles", min=1, hidden=True, help="Stop after N cycles.")
+    ] = None,
+    verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrain if the data changed since the champion was trained; the gate decides.
+
+    Compares the data now (data.path, narrowed by retrain.window) with what the champion
+    was trained on (its run's lineage.json): new or changed files with at least
+    retrain.min_new_rows rows, a new hive partition, drift of the new files, or a champion
+    older than retrain.max_age retrain; else nothing to do. Exit codes: 0 promoted, 3
+    retrained but rejected by the gate, 6 nothing to do, 2 a user error, 1 an internal one.
+    """
+    if every is None:
+        code = _retrain_cycle(config, overrides, dry_run, verbose, as_json)
+        if code:
+            raise typer.Exit(code=code)
+        return
+    import time
+
+    from rayline.cache import parse_age
+
+    try:
+        interval = parse_age(every)
+        if interval <= 0:
+            raise ValueError(f"'{every}' is not a positive interval")
+    except ValueError as exc:
+        _fail(ConfigError([f"--every: {exc}; write e.g. 1h, 30m, 90s"]))
+    cycle, code = 0, 0
+    try:
+        while True:
+            cycle += 1
+            started = time.monotonic()
+            typer.echo(f"cycle {cycle}: {_utc_now()}", err=True)
+            try:
+                code = _retrain_cycle(config, overrides, dry_run, verbose, as_json)
+            except typer.Exit as exc:  # an error of this cycle: reported already
+                code = exc.exit_code
+                if code == 130:
+                    raise typer.Exit(code=130) from None
+                typer.echo(f"cycle {cycle}: failed (exit {code}); the next cycle runs", err=True)
+            if max_cycles is not None and cycle >= max_cycles:
+                break
+            wait = max(0.0, interval - (time.monotonic() - started))
+            typer.echo(f"cycle {cycle}: exit {code}; next in {wait:.0f}s (Ctrl-C stops)", err=True)
+            time.sleep(wait)
+    except KeyboardInterrupt:
+        typer.secho(f"stopped after {cycle} cycle(s)", fg=typer.colors.YELLOW, err=True)
+        return
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _utc_now() -> str:
+    from rayline.run import now
+
+    return now()
+
+
+def _retrain_cycle(
+    config: str, overrides: list[str] | None, dry_run: bool, verbose: bool, as_json: bool
+) -> int:
+    """One retrain decision (and pipeline run); its exit code. Errors exit as `_command` does."""
+    with _command(verbose) as con:
+        from rayline.retrain import format_decision, outcome_text, retrain_once
+        from rayline.summary import format_summary
+
+        cfg = _load(config, overrides)
+        if verbose:
+            cfg.runtime.log_to_driver = True
+        con.capture.tee = cfg.runtime.log_to_driver
+
+        def show(plan) -> None:
+            if not as_json:
+                _echo(con, format_decision(plan, cfg))
+
+        outcome = retrain_once(
+            cfg,
+            dry_run=dry_run,
+            on_stage=con.stage_done,
+            on_stage_start=con.stage_started,
+            on_decision=show,
+        )
+        if as_json:
+            _echo(con, json.dumps(outcome.to_dict(), default=str))
+        elif outcome.result is not None:
+            text = format_summary(outcome.result, cfg.registry.alias)
+            _echo(con, text + (f"\nray logs: {con.log_path}" if con.log_path else ""))
+            _echo(con, outcome_text(outcome, cfg.registry.alias))
+        elif dry_run and outcome.plan.decision.retrain:
+            _echo(con, "dry run: the pipeline would run now; nothing was trained")
+    return outcome.code
+
+
+@app.command()
 def validate(
     config: ConfigArg,
     overrides: OverridesArg = None,
@@ -228,13 +343,29 @@ def demo_data(
     out: Annotated[
         str, typer.Option(help="Directory to write the Parquet files to.")
     ] = "data/breast_cancer",
+    days: Annotated[
+        str | None,
+        typer.Option(
+            "--days",
+            help="Write these days of the data as a hive tree OUT/day=K/ (e.g. 1-3, then 4 "
+            "later: new data for `rayline retrain`).",
+        ),
+    ] = None,
+    of: Annotated[int, typer.Option("--of", min=1, help="Days the rows are dealt into.")] = 4,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write the demo dataset (scikit-learn's breast cancer data) as Parquet."""
     with _command(verbose) as con:
-        from rayline.demo import write_demo_dataset
+        from rayline.demo import parse_days, write_demo_dataset, write_demo_days
 
-        paths = write_demo_dataset(out)
+        if days is None:
+            paths = write_demo_dataset(out)
+        else:
+            try:
+                chosen = parse_days(days, of)
+            except ValueError as exc:
+                raise ConfigError([f"--days: {exc}"]) from None
+            paths = write_demo_days(out, chosen, of)
         _echo(con, f"wrote {len(paths)} Parquet file(s) to {out}")
 
 

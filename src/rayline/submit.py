@@ -43,15 +43,19 @@ EXIT_CODES: dict[int, str] = {
     0: "done: the pipeline finished (the gate may still have rejected the model)",
     1: "internal error: a bug in rayline; rerun with --verbose and report it",
     2: "user error: bad config, data, paths, or an unreachable service; the message says which",
-    3: "gate rejected the model (only with --fail-on-reject)",
+    3: "gate rejected the model (run and submit only with --fail-on-reject; retrain: "
+    "retrained, the challenger was rejected)",
     4: "job stopped (rayline jobs stop, ray job stop, or the cluster's operator)",
     5: "job lost: the cluster stopped answering, or the job died without a rayline exit "
     "code (its node was lost, or rayline is not installed on the cluster)",
+    6: "nothing to do: rayline retrain found no reason to retrain (no new data, no drift, "
+    "champion not too old)",
     130: "interrupted (Ctrl-C); a rerun with the same runtime.run_name resumes",
 }
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_REJECTED, EXIT_STOPPED, EXIT_LOST = 0, 1, 2, 3, 4, 5
+EXIT_NOTHING = 6  # rayline retrain: nothing to do
 #: Driver exit codes that are rayline's own and pass through ``submit`` unchanged.
-RAYLINE_CODES = (EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_REJECTED, 130)
+RAYLINE_CODES = (EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_REJECTED, EXIT_NOTHING, 130)
 
 #: Never uploaded with the working directory (on top of what .gitignore lists).
 #: Leading "/" anchors a pattern at the working directory's root (gitignore syntax).
