@@ -19,8 +19,9 @@ what it is, so a new file is covered without touching this module.
   Kubernetes ``K8S_VERSION``.
 * ``ray-up.yaml`` (a cluster launcher config) against the autoscaler schema the installed
   Ray ships, ``ray/autoscaler/ray-schema.json``, plus the rules Ray checks next.
-* Each pipeline command line (a RayJob entrypoint, and the ``jobs/train_pipeline.py`` /
-  ``rayline run|submit`` commands in the manifests' comments and in cluster/README.md)
+* Each pipeline command line (a RayJob or RayCronJob entrypoint, and the
+  ``jobs/train_pipeline.py`` / ``rayline run|submit|retrain`` commands in the manifests'
+  comments and in cluster/README.md)
   is parsed as the shell, the script's argparse or rayline's CLI would parse it, and its
   config and overrides go through ``rayline.config.load_config``: a typo in an override
   fails here, not on the cluster.
@@ -325,7 +326,7 @@ def test_kuberay_manifest_is_valid(doc: Doc) -> None:
 
 def test_kuberay_manifests_are_found() -> None:
     kinds = {d.body["kind"] for d in KUBERAY}
-    assert {"RayJob", "RayCluster"} <= kinds
+    assert {"RayJob", "RayCluster", "RayCronJob"} <= kinds
 
 
 def test_close_schema_closes_listed_properties_only() -> None:
@@ -865,7 +866,7 @@ def parse_commands(
             found.append(
                 Invocation(where, f"rayline {argv[3]}", argv[4:], on_cluster, cwd, context)
             )
-        elif prog == "rayline" and len(argv) >= 2 and argv[1] in ("run", "submit"):
+        elif prog == "rayline" and len(argv) >= 2 and argv[1] in ("run", "submit", "retrain"):
             found.append(
                 Invocation(where, f"rayline {argv[1]}", argv[2:], on_cluster, cwd, context)
             )
@@ -886,7 +887,9 @@ def _logical_lines(lines: list[str]) -> Iterator[str]:
         yield buf
 
 
-_PIPELINE_COMMAND = re.compile(r"train_pipeline\.py|\brayline\s+(run|submit)\b|-m rayline\b")
+_PIPELINE_COMMAND = re.compile(
+    r"train_pipeline\.py|\brayline\s+(run|submit|retrain)\b|-m rayline\b"
+)
 
 
 def _commands_in_comments(path: Path) -> list[Invocation]:
@@ -1087,6 +1090,9 @@ def test_pipeline_commands_are_found() -> None:
     assert all(inv.cwd == "/home/ray/rayline" for inv in entrypoints)
     assert "ray-up.yaml (comment)" in by_where
     assert "README.md" in by_where
+    # The RayCronJob's entrypoint and the README's cron line run `rayline retrain`.
+    retrains = [inv for inv in _invocations() if inv.program == "rayline retrain"]
+    assert any(inv.context and inv.context.kind == "RayCronJob" for inv in retrains)
 
 
 def test_bad_override_in_entrypoint_fails(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1095,6 +1101,18 @@ def test_bad_override_in_entrypoint_fails(monkeypatch: pytest.MonkeyPatch) -> No
         ("train.num_worker=4", "train.num_worker: unknown key; did you mean 'num_workers'?"),
         ("trian.epochs=3", "trian"),
         ("train.num_workers=four", "train.num_workers"),
+    ):
+        broken = Invocation(inv.where, inv.program, [*inv.args, typo], True, inv.cwd, inv.context)
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_invocation(broken, monkeypatch)
+
+
+def test_bad_override_in_cronjob_entrypoint_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    inv = next(inv for inv in _entrypoints() if inv.program == "rayline retrain")
+    for typo, needle in (
+        ("retrain.max_age=soon", "retrain.max_age"),
+        ("retrain.window=last7", "retrain.window"),
+        ("retrain.min_new_row=5", "did you mean 'min_new_rows'"),
     ):
         broken = Invocation(inv.where, inv.program, [*inv.args, typo], True, inv.cwd, inv.context)
         with pytest.raises(ConfigError, match=re.escape(needle)):
