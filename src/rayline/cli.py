@@ -1070,11 +1070,12 @@ def serve(
         def stop(signum, frame):
             raise KeyboardInterrupt
 
-        previous = signal.signal(signal.SIGTERM, stop)
-        started = False
+        previous, started = None, False
         try:
             init_ray(runtime)
             started = True
+            # After Ray's start: its core worker installs a SIGTERM handler that aborts.
+            previous = signal.signal(signal.SIGTERM, stop)
             try:
                 url = start(name, alias, registry.tracking_uri, settings, token)
             except RuntimeError as exc:
@@ -1094,7 +1095,8 @@ def serve(
         except KeyboardInterrupt:
             _echo(con, f"stopping {name}@{alias}")
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             if started:  # this application only: a cluster's other Serve apps stay
                 _stop_app(name)
 

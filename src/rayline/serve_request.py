@@ -79,7 +79,7 @@ class InputSpec:
         cols, types = [], {}
         for spec in schema.inputs:
             cols.append(spec.name)
-            types[spec.name] = "string" if str(spec.type) == "string" else None
+            types[spec.name] = "string" if getattr(spec.type, "name", None) == "string" else None
         return cls(tuple(cols), types)
 
     def describe(self) -> list[dict[str, Any]]:
