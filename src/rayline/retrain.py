@@ -516,7 +516,15 @@ def plan(cfg: PipelineConfig, at: float | None = None) -> Plan:
                 if f.rows is None:
                     path = dict(zip(sources.uris, sources.files, strict=True))[f.uri]
                     f.rows = _text_rows(sources, path)
-            drift, drift_fail = _new_data_drift(cfg, sources, fresh, registry, name, version)
+            # Data a rejected attempt was trained on is not trained on again: no need to
+            # profile it (a Ray Data pass) for a decision that is "nothing to do" anyway.
+            covered = (
+                attempt is not None
+                and attempt.files is not None
+                and not diff_files(now, attempt.files).any
+            )
+            if not covered:
+                drift, drift_fail = _new_data_drift(cfg, sources, fresh, registry, name, version)
     decision = decide(
         now, champion, cfg.retrain, at=at, attempt=attempt, drift=drift, drift_fail=drift_fail
     )
