@@ -200,3 +200,17 @@ def test_bad_every_and_bad_window_are_clear_errors(tmp_path):
     assert out.exit_code == 2 and "retrain.window" in out.output
     out = CliRunner().invoke(app, ["retrain", str(cfg)])
     assert out.exit_code == 2 and "data path" in out.output and "Traceback" not in out.output
+
+
+def test_the_loop_reports_a_failed_cycle_and_runs_the_next(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: t\ndata: {path: nowhere, target: y}\n"
+        "schema: {columns: {x: {type: float}, y: {type: int}}}\n"
+        "model: {task: classification}\n"
+    )
+    out = CliRunner().invoke(app, ["retrain", str(cfg), "--every", "1s", "--max-cycles", "2"])
+    assert out.exit_code == 2, out.output
+    assert out.output.count("does not exist") == 2  # each cycle's error, reported
+    assert "cycle 1: failed (exit 2); the next cycle runs" in out.output
+    assert "cycle 2:" in out.output and "Traceback" not in out.output
