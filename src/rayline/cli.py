@@ -1015,6 +1015,15 @@ def serve(
             "(default: $RAYLINE_SERVE_TOKEN); required when --host is not loopback.",
         ),
     ] = None,
+    webhook_secret_file: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-secret-file",
+            help="A file whose first line is the secret of an MLflow webhook on "
+            "model_version_alias.created (default: $RAYLINE_SERVE_WEBHOOK_SECRET): POST "
+            "/webhook then takes its signed deliveries and reads the alias at once.",
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve NAME@alias over HTTP with Ray Serve, following the alias as it moves.
@@ -1032,11 +1041,18 @@ def serve(
 
         from rayline.config import RuntimeConfig, ServeConfig
         from rayline.errors import RegistryError
-        from rayline.serve_app import is_loopback, parse_target, read_token, start
+        from rayline.serve_app import (
+            is_loopback,
+            parse_target,
+            read_token,
+            read_webhook_secret,
+            start,
+        )
 
         try:
             name, alias = parse_target(model, alias)
             token = read_token(token_file)
+            webhook_secret = read_webhook_secret(webhook_secret_file)
         except ValueError as exc:
             raise ConfigError([str(exc)]) from None
         cfg = _load(config, None) if config else None
@@ -1077,7 +1093,7 @@ def serve(
             # After Ray's start: its core worker installs a SIGTERM handler that aborts.
             previous = signal.signal(signal.SIGTERM, stop)
             try:
-                url = start(name, alias, registry.tracking_uri, settings, token)
+                url = start(name, alias, registry.tracking_uri, settings, token, webhook_secret)
             except RuntimeError as exc:
                 lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
                 raise RegistryError(
@@ -1088,7 +1104,9 @@ def serve(
                 con,
                 f"serving {name}@{alias} (v{version}) at {url}: POST {url}/predict, GET "
                 f"{url}/health, GET {url}/model; following the alias every "
-                f"{settings.poll_interval_s:g} s; Ctrl-C stops\nray logs: {con.log_path}",
+                f"{settings.poll_interval_s:g} s"
+                f"{f' and on POST {url}/webhook' if webhook_secret else ''}; Ctrl-C stops\n"
+                f"ray logs: {con.log_path}",
             )
             while True:
                 time.sleep(1)

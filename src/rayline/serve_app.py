@@ -18,6 +18,13 @@ wholly by the version that was current when its batch started, and its answer na
 version; nothing is refused during a move. A failed poll or load keeps the current version
 serving (``/health`` reports the error).
 
+With a webhook secret, ``POST /webhook`` takes MLflow's (>= 3.3) webhook deliveries: one
+whose HMAC signature verifies (:func:`rayline.serve_request.verify_webhook`) and that says
+``model_version_alias.created`` for this NAME@alias makes the replica that receives it
+read the alias at once; the others follow on their next poll. The payload's version is
+never trusted: the alias read from the registry decides. An unsigned, wrongly signed or
+stale delivery gets a 401.
+
 Bad requests get a 4xx with ``{"error": <code>, "message": <what is wrong>}``; an error of
 ours a 500 with the same shape and no traceback (that goes to the replica's log). With a
 token (its sha256 is all the replicas get) every endpoint wants ``Authorization: Bearer
@@ -44,12 +51,14 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 from ray import serve
 
-from rayline.serve_request import BadRequest, InputSpec, frame_output, parse_rows
+from rayline.serve_request import BadRequest, InputSpec, frame_output, parse_rows, verify_webhook
 
 log = logging.getLogger(__name__)
 
 #: The environment variable ``rayline serve`` reads the bearer token from.
 TOKEN_ENV = "RAYLINE_SERVE_TOKEN"
+#: ... and the secret of MLflow's webhook (``POST /webhook``).
+WEBHOOK_SECRET_ENV = "RAYLINE_SERVE_WEBHOOK_SECRET"
 MIN_TOKEN_LEN = 16
 #: Version tags that are the alias history, left out of ``/model``'s lineage.
 HISTORY_PREFIX = "rayline.alias_moved."
@@ -103,6 +112,28 @@ def read_token(token_file: str | None) -> str | None:
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
     return token
+
+
+def read_webhook_secret(secret_file: str | None) -> str | None:
+    """The webhook secret: the first line of ``secret_file``, else ``$RAYLINE_SERVE_WEBHOOK_SECRET``.
+
+    Raises:
+        ValueError: the file cannot be read, or the secret is empty.
+    """
+    if secret_file:
+        try:
+            with open(secret_file, encoding="utf-8") as fh:
+                secret = fh.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"--webhook-secret-file: cannot read '{secret_file}' ({exc})"
+            ) from None
+        if not secret:
+            raise ValueError(
+                f"--webhook-secret-file: '{secret_file}' has no secret on its first line"
+            )
+        return secret
+    return os.environ.get(WEBHOOK_SECRET_ENV, "").strip() or None
 
 
 def token_digest(token: str | None) -> str | None:
@@ -197,6 +228,7 @@ class ModelServer:
         tracking_uri: str,
         settings: dict[str, Any],
         token_sha256: str | None = None,
+        webhook_secret: str | None = None,
     ):
         from mlflow import MlflowClient
 
@@ -209,6 +241,9 @@ class ModelServer:
         self.max_rows = int(settings["max_rows_per_request"])
         self.poll_interval_s = float(settings["poll_interval_s"])
         self.token_sha256 = token_sha256
+        self.webhook_secret = webhook_secret
+        self._poll_lock = threading.Lock()
+        self.webhooks: list[dict[str, Any]] = []
         use_mlflow(tracking_uri)
         self.client = MlflowClient(tracking_uri, tracking_uri)
         self.predict_batch.set_max_batch_size(int(settings["max_batch_size"]))
@@ -244,6 +279,10 @@ class ModelServer:
 
     def poll_once(self) -> None:
         """Read the alias; load and swap in the version it points at when that changed."""
+        with self._poll_lock:  # the thread's poll and a webhook's never load twice at once
+            self._poll()
+
+    def _poll(self) -> None:
         try:
             version = self._alias_version()
             self.last_poll = _now()
@@ -344,12 +383,19 @@ class ModelServer:
         if root and path.startswith(root):  # an application under a route prefix
             path = path[len(root) :]
         path = path.rstrip("/") or "/"
-        routes = {"/predict": "POST", "/health": "GET", "/model": "GET"}
+        routes = {"/predict": "POST", "/health": "GET", "/model": "GET", "/webhook": "POST"}
         if path not in routes:
             raise BadRequest(
                 404,
                 "not_found",
                 f"no endpoint {path}; this server has POST /predict, GET /health, GET /model",
+            )
+        if path == "/webhook" and not self.webhook_secret:
+            raise BadRequest(
+                404,
+                "not_found",
+                "webhooks are off: start rayline serve with --webhook-secret-file (or "
+                f"${WEBHOOK_SECRET_ENV})",
             )
         if request.method != routes[path] and not (
             request.method == "HEAD" and routes[path] == "GET"
@@ -357,12 +403,30 @@ class ModelServer:
             raise BadRequest(
                 405, "method_not_allowed", f"{path} takes {routes[path]}, not {request.method}"
             )
+        if path == "/webhook":  # MLflow cannot send a bearer token: its HMAC signature instead
+            return _json(200, self.webhook(await request.body(), request.headers))
         self._authorize(request)
         if path == "/health":
             return _json(200, self.health())
         if path == "/model":
-            return _json(200, self.current.info | {"swaps": self.swaps[-20:]})
+            extra = {"swaps": self.swaps[-20:], "webhooks": self.webhooks[-20:]}
+            return _json(200, self.current.info | extra)
         return await self._predict(request)
+
+    def webhook(self, body: bytes, headers: Any) -> dict[str, Any]:
+        """An MLflow webhook: a signed ``model_version_alias.created`` for this NAME@alias
+        makes the replica read the alias now (the alias itself, never the payload's version,
+        decides what is served); any other event is acknowledged and ignored.
+        """
+        doc = verify_webhook(self.webhook_secret, headers, body, time.time())
+        data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+        event = f"{doc.get('entity')}.{doc.get('action')}"
+        ours = data.get("name") == self.name and data.get("alias") == self.alias
+        if event != "model_version_alias.created" or not ours:
+            return {"accepted": False, "reason": f"not an alias move of {self.name}@{self.alias}"}
+        self.webhooks.append({"version": str(data.get("version")), "at": _now()})
+        threading.Thread(target=self.poll_once, name="rayline-webhook", daemon=True).start()
+        return {"accepted": True, "version": str(data.get("version"))}
 
     def health(self) -> dict[str, Any]:
         return {
@@ -404,6 +468,7 @@ def build(
     tracking_uri: str,
     settings: Any,
     token: str | None = None,
+    webhook_secret: str | None = None,
 ):
     """The bound Serve application (``settings``: a :class:`rayline.config.ServeConfig`)."""
     values = settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
@@ -415,7 +480,7 @@ def build(
         ray_actor_options={"num_cpus": float(values["replica_cpus"])},
         health_check_period_s=10,
     )
-    return deployment.bind(name, alias, tracking_uri, values, token_digest(token))
+    return deployment.bind(name, alias, tracking_uri, values, token_digest(token), webhook_secret)
 
 
 def start(
@@ -424,6 +489,7 @@ def start(
     tracking_uri: str,
     settings: Any,
     token: str | None = None,
+    webhook_secret: str | None = None,
 ) -> str:
     """Start Serve's HTTP proxy on ``settings.host:port`` and run the application on it.
 
@@ -437,7 +503,9 @@ def start(
     host, port = values["host"], int(values["port"])
     serve.start(http_options={"host": host, "port": port})
     serve.run(
-        build(name, alias, tracking_uri, values, token), name=app_name(name), route_prefix="/"
+        build(name, alias, tracking_uri, values, token, webhook_secret),
+        name=app_name(name),
+        route_prefix="/",
     )
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"

@@ -318,3 +318,66 @@ def frame_output(frame: pd.DataFrame, classes: list[Any] | None = None) -> dict[
         out["classes"] = list(classes)
         out["probabilities"] = frame[proba_cols].to_numpy(dtype="float64").tolist()
     return out
+
+
+# -- MLflow webhooks ------------------------------------------------------------------------
+#: MLflow's webhook headers (``mlflow.webhooks.constants``) and how old a delivery may be.
+SIGNATURE_HEADER = "x-mlflow-signature"
+TIMESTAMP_HEADER = "x-mlflow-timestamp"
+DELIVERY_HEADER = "x-mlflow-delivery-id"
+WEBHOOK_MAX_AGE_S = 300
+
+
+def verify_webhook(
+    secret: str, headers: Any, body: bytes, now: float, max_age_s: float = WEBHOOK_MAX_AGE_S
+) -> dict[str, Any]:
+    """Check an MLflow webhook delivery's HMAC signature and age; return its JSON payload.
+
+    MLflow (>= 3.3) signs ``f"{delivery_id}.{timestamp}.{body}"`` with HMAC-SHA256 under the
+    webhook's secret and sends ``X-MLflow-Signature: v1,<base64>``, ``X-MLflow-Timestamp``
+    (Unix seconds) and ``X-MLflow-Delivery-Id``. ``headers`` is any case-insensitive
+    mapping (a Starlette ``Headers``) or a dict with lower-case keys.
+
+    Raises:
+        BadRequest: 401 ``unsigned`` (a header missing), ``bad_signature``, ``stale`` (the
+            timestamp more than ``max_age_s`` away from ``now``); 400 ``not_json``.
+    """
+    import base64
+    import hashlib
+    import hmac
+
+    signature = headers.get(SIGNATURE_HEADER)
+    stamp = headers.get(TIMESTAMP_HEADER)
+    delivery = headers.get(DELIVERY_HEADER)
+    if not signature or not stamp or not delivery:
+        raise BadRequest(
+            401,
+            "unsigned",
+            "a webhook must carry X-MLflow-Signature, X-MLflow-Timestamp and "
+            "X-MLflow-Delivery-Id (create it with a secret: MlflowClient().create_webhook(..., "
+            "secret=...))",
+        )
+    try:
+        age = abs(now - int(stamp))
+    except ValueError:
+        raise BadRequest(
+            401, "stale", f"X-MLflow-Timestamp '{stamp[:40]}' is not Unix seconds"
+        ) from None
+    if age > max_age_s:
+        raise BadRequest(
+            401, "stale", f"the delivery is {age:.0f} s from now; at most {max_age_s:g} s"
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "not_json", "the webhook's body is not UTF-8") from None
+    digest = hmac.new(
+        secret.encode("utf-8"), f"{delivery}.{stamp}.{text}".encode(), hashlib.sha256
+    ).digest()
+    expected = "v1," + base64.b64encode(digest).decode("ascii")
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
+        raise BadRequest(401, "bad_signature", "the webhook's signature does not match the secret")
+    doc = load_json(text)
+    if not isinstance(doc, dict):
+        raise BadRequest(400, "wrong_shape", f"the webhook's body is {_kind(doc)}, not an object")
+    return doc

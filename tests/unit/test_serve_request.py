@@ -168,3 +168,36 @@ def test_target_host_and_token_helpers(tmp_path, monkeypatch):
     assert token_digest(None) is None and len(token_digest("x" * 16)) == 64
     assert public_uri("http://u:p@host:5000/x") == "http://host:5000/x"
     assert public_uri("sqlite:////a/b.db") == "sqlite:////a/b.db"
+
+
+def test_verify_webhook_against_mlflows_own_signature():
+    from mlflow.webhooks.delivery import _generate_hmac_signature
+
+    from rayline.serve_request import verify_webhook
+
+    body = json.dumps({"entity": "model_version_alias", "action": "created", "data": {}})
+    now = 1_800_000_000
+
+    def headers(secret="s3cret", stamp=str(now), delivery="d-1"):
+        return {
+            "x-mlflow-signature": _generate_hmac_signature(secret, delivery, stamp, body),
+            "x-mlflow-timestamp": stamp,
+            "x-mlflow-delivery-id": delivery,
+        }
+
+    assert verify_webhook("s3cret", headers(), body.encode(), now)["action"] == "created"
+    assert verify_webhook("s3cret", headers(stamp=str(now - 299)), body.encode(), now)
+    cases = [
+        ({}, "unsigned"),
+        ({k: v for k, v in headers().items() if k != "x-mlflow-delivery-id"}, "unsigned"),
+        (headers(secret="other"), "bad_signature"),
+        ({**headers(), "x-mlflow-delivery-id": "d-2"}, "bad_signature"),  # replayed as another
+        (headers(stamp=str(now - 301)), "stale"),
+        (headers(stamp="soon"), "stale"),
+    ]
+    for hdrs, code in cases:
+        with pytest.raises(BadRequest) as info:
+            verify_webhook("s3cret", hdrs, body.encode(), now)
+        assert (info.value.status, info.value.problem) == (401, code)
+    with pytest.raises(BadRequest, match="signature"):  # signed, then tampered with
+        verify_webhook("s3cret", headers(), body.encode() + b" ", now)
