@@ -483,6 +483,39 @@ def build(
     return deployment.bind(name, alias, tracking_uri, values, token_digest(token), webhook_secret)
 
 
+def app(args: dict[str, Any]):
+    """A Serve application builder, for ``serve run`` and a KubeRay RayService.
+
+    ``import_path: rayline.serve_app:app`` with ``args``: ``model`` (``NAME`` or
+    ``NAME@alias``, required), ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI``), and any
+    ``serve.*`` setting (``num_replicas``, ``max_batch_size``, ...). The bearer token and the
+    webhook secret come from the environment (``RAYLINE_SERVE_TOKEN``,
+    ``RAYLINE_SERVE_WEBHOOK_SECRET``, e.g. from a Kubernetes Secret), never from ``args``,
+    which the cluster shows to anyone who can read the RayService.
+
+    Raises:
+        ValueError: ``model`` or the tracking URI is missing, or a setting is invalid
+            (pydantic names it).
+    """
+    from rayline.config import ServeConfig
+
+    args = dict(args or {})
+    target = args.pop("model", None)
+    if not target:
+        raise ValueError("args.model is required: the registered model, NAME or NAME@alias")
+    name, alias = parse_target(str(target), args.pop("alias", None))
+    tracking_uri = args.pop("tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ValueError(
+            "no tracking URI: give args.tracking_uri or set MLFLOW_TRACKING_URI to the MLflow "
+            "server the replicas can reach"
+        )
+    settings = ServeConfig.model_validate(args)
+    token = os.environ.get(TOKEN_ENV) or None
+    secret = os.environ.get(WEBHOOK_SECRET_ENV) or None
+    return build(name, alias or "champion", tracking_uri, settings, token, secret)
+
+
 def start(
     name: str,
     alias: str,

@@ -326,7 +326,7 @@ def test_kuberay_manifest_is_valid(doc: Doc) -> None:
 
 def test_kuberay_manifests_are_found() -> None:
     kinds = {d.body["kind"] for d in KUBERAY}
-    assert {"RayJob", "RayCluster", "RayCronJob"} <= kinds
+    assert {"RayJob", "RayCluster", "RayCronJob", "RayService"} <= kinds
 
 
 def test_close_schema_closes_listed_properties_only() -> None:
