@@ -425,9 +425,10 @@ def run_tune(
         scored = [h for h in history if _finite(h.get(SCORE_KEY)) and h.get("checkpoint_path")]
         # On a tie Ray's checkpoint manager keeps the later checkpoint, so prefer it too.
         top = max(scored, key=lambda h: (sign * h[SCORE_KEY], h.get("epoch", 0))) if scored else {}
-        if top and not _exists(top["checkpoint_path"], storage_path):
+        if not top or not _exists(top["checkpoint_path"], storage_path):
             # A trial stopped by the scheduler can have its history's checkpoint replaced
-            # by the one Tune kept last: take Tune's own record of what it kept.
+            # by the one Tune kept last, or a history without checkpoint paths: take
+            # Tune's own record of what it kept.
             top = _kept_checkpoint(result, sign) or {}
         sampled = decode_sampled(result.config or {}, encoded)
         trained = (
@@ -485,7 +486,11 @@ def _kept_checkpoint(result: Any, sign: float) -> dict[str, Any] | None:
         if _finite((m or {}).get(SCORE_KEY))
     ]
     if not kept:
-        return None
+        # No scored checkpoint on record: the trial's latest one, with its last metrics.
+        latest, metrics = getattr(result, "checkpoint", None), getattr(result, "metrics", None)
+        if latest is None or not _finite((metrics or {}).get(SCORE_KEY)):
+            return None
+        return {**metrics, "checkpoint_path": latest.path}
     checkpoint, metrics = max(kept, key=lambda cm: sign * cm[1][SCORE_KEY])
     return {**metrics, "checkpoint_path": checkpoint.path}
 
