@@ -20,7 +20,7 @@ from rayline.data.validate import REASON_COL, RULES_COL, SOURCE_COL
 from rayline.errors import DataSourceError, DataValidationError
 from rayline.pipeline import run_validation
 
-from .conftest import base_config, make_table
+from .conftest import base_config, free_port, make_table
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +32,6 @@ S3_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A real S3-compatible server (moto's standalone mode) on loopback.
@@ -46,7 +40,7 @@ def s3_endpoint():
     """
     saved = {k: os.environ.get(k) for k in S3_ENV}
     os.environ.update(S3_ENV)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -26,7 +26,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -48,7 +47,7 @@ from rayline.errors import RegistryError
 from rayline.pipeline import run_pipeline
 from rayline.registry import PAUSE_ENV, Registry
 
-from .conftest import base_config, make_table, write_parts
+from .conftest import base_config, free_port, make_table, write_parts
 
 pytestmark = pytest.mark.integration
 
@@ -60,12 +59,6 @@ BAD = {"epochs": 1, "lr": 1e-6}
 
 
 # -- the server ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``mlflow server --app-name basic-auth`` on a free loopback port, stopped at the end."""
@@ -82,7 +75,7 @@ def server(tmp_path_factory):
         # ~70 artifact files): registration took 4x as long on 2 cores.
         "auth_cache_ttl_seconds = 600\n"
     )
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
         MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16)

@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,7 +41,7 @@ from rayline.pipeline import run_pipeline
 from rayline.promote import promote, rollback
 from rayline.registry import Registry, use_mlflow
 
-from .conftest import base_config, make_table, write_config, write_parts
+from .conftest import base_config, free_port, make_table, write_config, write_parts
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +50,6 @@ INPUTS = ["age", "income", "is_active", "plan"]  # the model's order: numbers fi
 DEADLINE_S = 120
 TOKEN = secrets.token_urlsafe(24)
 SECRET = secrets.token_urlsafe(24)  # the MLflow webhook's
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the models ---------------------------------------------------------------------------------
@@ -127,7 +120,7 @@ def served(models, ws):
     from rayline import serve_app
 
     settings = ServeConfig(
-        port=_free_port(),
+        port=free_port(),
         num_replicas=2,
         replica_cpus=0.5,
         max_batch_size=8,
@@ -507,7 +500,7 @@ def test_serve_refuses_clearly(models, ws, monkeypatch, tmp_path):
 
 def test_rayline_serve_command_answers_and_stops_on_sigterm(served, models, ws, tmp_path):
     """The command in its own process (its own local Ray), on another free port."""
-    port = _free_port()
+    port = free_port()
     cfg = _cfg(ws, "cli", {"epochs": 1}).to_dict()
     cfg["serve"] = {"port": port, "replica_cpus": 0.5, "poll_interval_s": 1}
     cfg["runtime"].update({"num_cpus": 2, "dashboard": False})
