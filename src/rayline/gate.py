@@ -260,14 +260,7 @@ def _check_slices(
                 f"checked{note}: {OK}",
             )
         ]
-    bounds = " and ".join(
-        p
-        for p in (
-            f">= min {_fmt(bound.min)}" if bound.min is not None else "",
-            f"<= max {_fmt(bound.max)}" if bound.max is not None else "",
-        )
-        if p
-    )
+    bounds = _bounds_text(bound.min, bound.max)
     return [(True, f"{name} {bounds} on all {len(held)} slice(s) with enough rows{note}: {OK}")]
 
 
@@ -294,10 +287,9 @@ def select(decisions: dict[str, GateDecision], compare_metric: str, order: list[
     return max(passing, key=value)
 
 
-def _check_threshold(
-    name: str, value: float | None, lo: float | None, hi: float | None
-) -> list[tuple[bool, str]]:
-    bounds = " and ".join(
+def _bounds_text(lo: float | None, hi: float | None) -> str:
+    """``>= min a and <= max b`` for the bounds given ("" for none)."""
+    return " and ".join(
         part
         for part in (
             f">= min {_fmt(lo)}" if lo is not None else "",
@@ -305,6 +297,12 @@ def _check_threshold(
         )
         if part
     )
+
+
+def _check_threshold(
+    name: str, value: float | None, lo: float | None, hi: float | None
+) -> list[tuple[bool, str]]:
+    bounds = _bounds_text(lo, hi)
     if not bounds:
         return []  # config validation rejects an empty threshold; nothing to check here
     if value is None:

@@ -87,13 +87,13 @@ def gate_against(cand: Candidate, champion_version: str | None, tracking_uri: st
     from rayline import analysis
     from rayline import evaluate as ev
     from rayline.registry import load_pyfunc
-    from rayline.stages.evaluate import Evaluation
+    from rayline.stages.evaluate import Evaluation, slice_specs
     from rayline.stages.gate import decide_all
 
     cfg = cand.cfg
     uri = f"models:/{cand.name}/{champion_version}" if champion_version else None
     loader = partial(load_pyfunc, tracking_uri=tracking_uri)
-    specs = [(s, None) if isinstance(s, str) else (s.column, s.bins) for s in cfg.evaluate.slices]
+    specs = slice_specs(cfg)
     scores = ev.score(
         cand.staged_path,
         cand.prep,

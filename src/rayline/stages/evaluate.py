@@ -43,6 +43,11 @@ def metric_key(*parts: str) -> str:
     return ".".join(re.sub(r"[^A-Za-z0-9_\-/ ]", "_", str(p))[:80] for p in parts)[:250]
 
 
+def slice_specs(cfg) -> list[tuple[str, list[float] | None]]:
+    """``evaluate.slices`` as ``(column, bins or None)`` pairs, in config order."""
+    return [(s, None) if isinstance(s, str) else (s.column, s.bins) for s in cfg.evaluate.slices]
+
+
 def _runners_up(run, trained, k: int) -> list:
     """The sweep's next ``k - 1`` trials' best checkpoints, fetched to this machine.
 
@@ -92,7 +97,7 @@ class Evaluate(Stage):
         loader = partial(load_pyfunc, tracking_uri=registry.tracking_uri)
         first = ev.Candidate("challenger", trained.best.params["model"], trained.best_dir)
         others = _runners_up(run, trained, cfg.gate.challengers) if cfg.tune.enabled else []
-        specs = [(s, None) if isinstance(s, str) else (s.column, s.bins) for s in ecfg.slices]
+        specs = slice_specs(cfg)
         scores = ev.score(
             staged,
             prep,
