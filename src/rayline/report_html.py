@@ -221,13 +221,14 @@ def _by_decile(models):
     fig = _figure(7, 4.5)
     ax = fig.subplots()
     width = 0.8 / len(models)
+    ticks = 0
     for i, (name, (y, pred)) in enumerate(models.items()):
         rows = regression_detail(y, pred)["by_target_decile"]
+        ticks = ticks or len(rows)  # the first model's deciles label the axis
         ax.bar(np.arange(len(rows)) + i * width, [r["mae"] for r in rows], width,
                color=COLOURS[i % len(COLOURS)], label=name)  # fmt: skip
     ax.set(xlabel="decile of the actual target (1 = lowest)", ylabel="mean absolute error",
            title="error by target decile")  # fmt: skip
-    ticks = len(regression_detail(*next(iter(models.values())))["by_target_decile"])
     ax.set_xticks(np.arange(ticks) + 0.4 - width / 2, [str(t + 1) for t in range(ticks)])
     ax.legend(fontsize=8)
     return fig
