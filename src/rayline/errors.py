@@ -76,3 +76,7 @@ def find_user_error(exc: BaseException) -> RaylineError | None:
     if isinstance(found, ConfigError):
         return found
     return type(found)(str(found.args[0]) if found.args else str(found))
+
+
+class DeployError(RaylineError):
+    """The Serve application could not be started or did not take the new champion."""

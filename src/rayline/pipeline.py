@@ -93,8 +93,12 @@ def run_pipeline(
         RaylineError: a subclass naming what failed (config, data, cluster, training, MLflow).
     """
     from rayline.registry import flatten
+    from rayline.stages.deploy import deploy_problems
 
     stages = _stages_until(cfg, until)
+    problems = deploy_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
     run = Run(cfg, on_stage, on_stage_start=on_stage_start)
     run.claim()
     # The resolved config beside the run (MLflow gets it as config/resolved_config.json).

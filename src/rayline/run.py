@@ -85,6 +85,8 @@ class PipelineResult:
     #: The evaluation report's MLflow artifact path, and its local copy.
     report: str | None = None
     report_path: str | None = None
+    #: What the deploy stage did (:class:`rayline.stages.deploy.DeployResult`), if it ran.
+    deploy: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -428,6 +428,16 @@ class ModelServer:
         threading.Thread(target=self.poll_once, name="rayline-webhook", daemon=True).start()
         return {"accepted": True, "version": str(data.get("version"))}
 
+    async def refresh(self) -> dict[str, Any]:
+        """Read the alias now and swap when it moved (the deploy stage broadcasts this to
+        every replica); return what this replica serves."""
+        await asyncio.to_thread(self.poll_once)
+        try:
+            replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside a replica (unit tests)
+            replica = None
+        return {**self.health(), "replica": replica}
+
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -534,7 +544,10 @@ def start(
     """
     values = settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
     host, port = values["host"], int(values["port"])
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(
+        http_options={"host": host, "port": port},
+        proxy_location=values.get("proxy_location") or "EveryNode",
+    )
     serve.run(
         build(name, alias, tracking_uri, values, token, webhook_secret),
         name=app_name(name),
@@ -542,6 +555,142 @@ def start(
     )
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
+
+
+@dataclass
+class Deployed:
+    """What the deploy stage did to a Serve application."""
+
+    app: str
+    action: str  # "started" (it ran no application of that name) or "updated"
+    version: str
+    replicas: list[str]
+    url: str | None = None
+
+
+def deploy(
+    name: str,
+    alias: str,
+    tracking_uri: str,
+    settings: Any,
+    *,
+    app: str,
+    version: str,
+    route_prefix: str = "/",
+    start_missing: bool = True,
+    timeout_s: float = 300,
+    token: str | None = None,
+    webhook_secret: str | None = None,
+) -> Deployed:
+    """Make the Serve application ``app`` on this Ray cluster serve ``name@alias`` at
+    ``version`` on every replica.
+
+    A running application is not redeployed (its token, replicas and routes stay as they
+    are): each replica is told to read the alias now (``refresh``, broadcast to all of
+    them), which swaps the new version in beside the serving one without dropping a
+    request. When no application of that name runs, one is started from ``settings`` if
+    ``start_missing``. Ray must be initialised (connected to the cluster).
+
+    Raises:
+        DeployError: the application is missing (and may not be started), serves another
+            model, failed to deploy, or its replicas do not serve ``version`` within
+            ``timeout_s``; the message says which and what the replicas said.
+    """
+    from ray.serve.schema import ApplicationStatus
+
+    from rayline.errors import DeployError
+
+    deadline = time.monotonic() + timeout_s
+    values = settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
+    status = serve.status().applications.get(app)
+    while status is not None and status.status == ApplicationStatus.DELETING:
+        if time.monotonic() > deadline:
+            raise DeployError(f"Serve application '{app}' is still being deleted")
+        time.sleep(1)
+        status = serve.status().applications.get(app)
+    action, url = "updated", None
+    if status is None:
+        if not start_missing:
+            raise DeployError(
+                f"no Serve application '{app}' runs on this Ray cluster and deploy.start is "
+                f"false: start one (`rayline serve {name}@{alias}` or a RayService), or set "
+                "deploy.start: true"
+            )
+        host, port = values["host"], int(values["port"])
+        serve.start(
+            http_options={"host": host, "port": port},
+            proxy_location=values.get("proxy_location") or "EveryNode",
+        )
+        target = build(name, alias, tracking_uri, values, token, webhook_secret)
+        serve.run_many(
+            [serve.RunTarget(target=target, name=app, route_prefix=route_prefix)],
+            wait_for_applications_running=False,
+        )
+        shown = f"[{host}]" if ":" in host else host
+        action, url = "started", f"http://{shown}:{port}{route_prefix.rstrip('/')}"
+        log.info("deploy: started Serve application %s for %s@%s", app, name, alias)
+    _wait_running(app, deadline, values)
+    handle = serve.get_app_handle(app)
+    last: list[Any] = []
+    while True:
+        remaining = max(1.0, deadline - time.monotonic())
+        try:
+            last = handle.broadcast("refresh").results(timeout_s=remaining, return_exceptions=True)
+        except TimeoutError:
+            last = []
+        states = [r for r in last if isinstance(r, dict)]
+        other = [r for r in states if (r.get("model"), r.get("alias")) != (name, alias)]
+        if other:
+            raise DeployError(
+                f"Serve application '{app}' serves {other[0].get('model')}@"
+                f"{other[0].get('alias')}, not {name}@{alias}: set deploy.app to the "
+                f"application that serves {name}@{alias} (or to a new name)"
+            )
+        if states and len(states) == len(last) and all(r["version"] == version for r in states):
+            replicas = sorted(str(r.get("replica")) for r in states)
+            return Deployed(app, action, version, replicas, url)
+        if time.monotonic() > deadline:
+            said = "; ".join(
+                f"replica {r.get('replica')}: v{r.get('version')}"
+                + (f" ({r['poll_error']})" if r.get("poll_error") else "")
+                if isinstance(r, dict)
+                else f"{type(r).__name__}: {str(r)[:200]}"
+                for r in last
+            )
+            raise DeployError(
+                f"Serve application '{app}' did not serve {name} v{version} on every replica "
+                f"within deploy.timeout_s={timeout_s:g} s ({said or 'no replica answered'}); "
+                f"it keeps following {name}@{alias} and takes it on a later poll once it can "
+                "load it"
+            )
+        time.sleep(1)
+
+
+def _wait_running(app: str, deadline: float, values: dict[str, Any]) -> None:
+    from ray.serve.schema import ApplicationStatus
+
+    from rayline.errors import DeployError
+
+    while True:
+        status = serve.status().applications.get(app)
+        state = status.status if status is not None else "missing"
+        if state == ApplicationStatus.RUNNING:
+            return
+        message = (getattr(status, "message", "") or "").strip()
+        if state == ApplicationStatus.DEPLOY_FAILED:
+            lines = [ln for ln in message.splitlines() if ln.strip()]
+            raise DeployError(
+                f"Serve application '{app}' failed to deploy: "
+                f"{lines[-1][:500] if lines else 'Serve gave no reason'}"
+            )
+        if time.monotonic() > deadline:
+            raise DeployError(
+                f"Serve application '{app}' is {state}, not RUNNING, after the deploy "
+                f"timeout: its replicas may not fit (each asks serve.replica_cpus="
+                f"{values['replica_cpus']:g} CPUs, serve.num_replicas={values['num_replicas']})"
+                + (f"; Serve says: {message[-300:]}" if message else "")
+            )
+        time.sleep(1)
 
 
 def wait_ready(url: str, token: str | None = None, timeout_s: float = 120) -> dict[str, Any]:

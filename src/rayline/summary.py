@@ -71,6 +71,17 @@ def format_summary(result: PipelineResult, alias: str = "champion") -> str:
             lines.append(f"champion:   {result.champion_uri} (unchanged)")
         else:
             lines.append("champion:   none (no version has passed the gate yet)")
+    if result.deploy:
+        d = result.deploy
+        if d["action"] == "skipped":
+            lines.append(f"deployed:   no ({d['reason']}); Serve application {d['app']} unchanged")
+        else:
+            n = len(d["replicas"])
+            where = f" at {d['url']}" if d.get("url") else ""
+            lines.append(
+                f"deployed:   Serve application {d['app']} {d['action']}{where}, "
+                f"v{d['version']} on {n} replica{'s' if n != 1 else ''}"
+            )
     if result.tracking_uri:
         lines += ["", "view runs and models in the MLflow UI:"]
         mlflow_bin = Path(sys.executable).parent / "mlflow"

@@ -23,6 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -250,6 +251,123 @@ def test_bench_scaling_runs_as_a_job_on_the_cluster(cluster, workdir):
         (doc["mlflow_run_id"],),
     ).fetchall()
     assert sorted(s for (s,) in steps) == [1, 2]
+
+
+# -- the deploy stage -----------------------------------------------------------------------
+DEPLOY = [
+    "registry.model_name=churn-deploy",
+    "deploy.enabled=true",
+    "serve.proxy_location=HeadOnly",  # both nodes are 127.0.0.1: one proxy, one port
+    "serve.num_replicas=2",
+    "serve.replica_cpus=0.1",
+    "serve.poll_interval_s=3600",  # only the deploy stage can move the app in this test
+    "model.builder=mlp",
+    "train.local_mode=true",
+    "train.num_workers=1",
+    "gate.thresholds={}",
+]
+
+
+def _http(port: int, method: str, path: str, body=None) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def _serve_shutdown(cluster: Cluster) -> None:
+    """End Serve on the cluster (its replicas would take the head's one CPU later)."""
+    code = (
+        "import ray; from ray import serve; "
+        f"ray.init(address='127.0.0.1:{cluster.env['RAY_PORT']}'); serve.shutdown()"
+    )
+    env = _client_env(cluster, RAY_AUTH_MODE="token")
+    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=180)
+
+
+def test_deploy_starts_the_app_then_each_new_champion_serves_without_a_failed_request(
+    cluster, workdir
+):
+    """Job 1 (rayline submit) trains v1 and its deploy stage starts the Serve application
+    on the cluster; run 2 (a driver joined with runtime.address) promotes v2 and its
+    deploy stage makes both replicas serve it while a client keeps sending requests; run 3
+    is rejected by the gate and leaves the application alone."""
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    common = [*DEPLOY, f"serve.port={port}"]
+    env = _client_env(cluster)
+    direct = _client_env(cluster, RAY_AUTH_MODE="token")
+    gcs = f"runtime.address=127.0.0.1:{cluster.env['RAY_PORT']}"
+    try:
+        out = _rayline(
+            ["submit", "pipeline.yaml", *common, "runtime.run_name=deploy-1", "train.epochs=1",
+             "train.lr=1e-6", "--address", cluster.address],
+            workdir,
+            env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        assert (
+            f"deployed:   Serve application rayline-churn-deploy started at "
+            f"http://127.0.0.1:{port}, v1 on 2 replicas" in out.stdout
+        ), out.stdout[-3000:]
+        status, health = _http(port, "GET", "/health")
+        assert status == 200 and health["version"] == "1", health
+        row = {"age": 40, "income": 50000.0, "is_active": True, "plan": "pro"}
+
+        answers: list[tuple[int, str | None]] = []
+        stop = threading.Event()
+
+        def keep_asking():
+            while not stop.is_set():
+                try:
+                    code, doc = _http(port, "POST", "/predict", [row])
+                    answers.append((code, doc.get("version")))
+                except OSError as exc:
+                    answers.append((0, str(exc)))
+                time.sleep(0.05)
+
+        asker = threading.Thread(target=keep_asking, daemon=True)
+        asker.start()
+        out = _rayline(
+            ["run", "pipeline.yaml", *common, gcs, "runtime.run_name=deploy-2",
+             "train.epochs=2", "train.lr=0.02"],
+            workdir,
+            direct,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        assert "deployed:   Serve application rayline-churn-deploy updated, v2 on 2 replicas" in (
+            out.stdout
+        ), out.stdout[-3000:]
+        # The stage returned once both replicas served v2: no poll (hourly) was waited for.
+        for _ in range(20):
+            status, doc = _http(port, "POST", "/predict", [row])
+            assert status == 200 and doc["version"] == "2", doc
+        stop.set()
+        asker.join(timeout=60)
+        assert answers and all(code == 200 for code, _ in answers), answers[:20]
+        versions = [v for _, v in answers]
+        assert versions[0] == "1" and versions[-1] == "2", versions
+        assert versions == sorted(versions), "an answer from v1 came after one from v2"
+
+        out = _rayline(
+            ["run", "pipeline.yaml", *common, gcs, "runtime.run_name=deploy-3",
+             "train.epochs=1", "train.lr=1e-6"],
+            workdir,
+            direct,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        assert "deployed:   no (v3 is not @champion: the gate rejected it)" in out.stdout
+        status, health = _http(port, "GET", "/health")
+        assert health["version"] == "2"
+    finally:
+        _serve_shutdown(cluster)
 
 
 def _ledger(run_dir: Path) -> list[dict]:

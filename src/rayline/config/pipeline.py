@@ -18,6 +18,7 @@ from rayline.config.sections import (
     _TERMINAL_STEPS,
     DISPLAY_ONLY,
     DataConfig,
+    DeployConfig,
     DriftConfig,
     EvaluateConfig,
     FeaturesConfig,
@@ -61,6 +62,9 @@ class PipelineConfig(_Section):
         default_factory=RetrainConfig, description="When `rayline retrain` retrains."
     )
     serve: ServeConfig = Field(default_factory=ServeConfig, description="`rayline serve`.")
+    deploy: DeployConfig = Field(
+        default_factory=DeployConfig, description="Serving the new champion after a run."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -131,6 +135,7 @@ class PipelineConfig(_Section):
             data["runtime"].pop(key, None)
         data.pop("serve", None)  # how a model is served changes nothing a run computes
         data.pop("retrain", None)  # when to retrain changes nothing a run computes
+        data.pop("deploy", None)  # where the champion is served changes nothing either
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -1014,3 +1014,52 @@ class ServeConfig(_Section):
         description="How often each replica reads NAME@alias; when it moved, the new version "
         "is loaded beside the serving one and swapped in without dropping a request.",
     )
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        "EveryNode",
+        description="Where Serve runs its HTTP proxies when this starts Serve: on every node "
+        "(Ray's default) or on the head only (nodes sharing one address, e.g. a loopback "
+        "test cluster). A Serve already running keeps its own.",
+    )
+
+
+class DeployConfig(_Section):
+    """The `deploy` stage: after a passed gate, the running Serve application serves the
+    new champion (on the Ray cluster the pipeline runs on)."""
+
+    enabled: bool = Field(
+        False,
+        description="Run the deploy stage. It needs a Ray cluster that outlives the run "
+        "(runtime.address, or a job sent with `rayline submit`).",
+    )
+    app: str | None = Field(
+        None,
+        min_length=1,
+        description="The Serve application's name (default: rayline-<registered model>, as "
+        "`rayline serve` names it).",
+    )
+    start: bool = Field(
+        True,
+        description="Start the application (settings from `serve`) when none runs; false "
+        "fails the stage instead.",
+    )
+    route_prefix: str = Field(
+        "/",
+        pattern=r"^/",
+        description="HTTP route of an application this stage starts.",
+    )
+    timeout_s: float = Field(
+        300,
+        gt=0,
+        description="How long to wait for a started application to run and for every "
+        "replica to serve the new version.",
+    )
+    token_file: str | None = Field(
+        None,
+        description="Bearer token of an application this stage starts (first line of the "
+        "file, on the machine the pipeline's driver runs on); default $RAYLINE_SERVE_TOKEN.",
+    )
+    webhook_secret_file: str | None = Field(
+        None,
+        description="MLflow webhook secret of an application this stage starts; default "
+        "$RAYLINE_SERVE_WEBHOOK_SECRET.",
+    )

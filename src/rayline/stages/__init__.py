@@ -8,6 +8,7 @@ the list. ``docs/architecture.md`` has the table of what each reads and returns.
 from __future__ import annotations
 
 from rayline.stages.base import Stage
+from rayline.stages.deploy import Deploy
 from rayline.stages.evaluate import Evaluate
 from rayline.stages.features import Features
 from rayline.stages.gate import Gate
@@ -29,6 +30,7 @@ PIPELINE: tuple[Stage, ...] = (
     Gate(),
     Report(),
     Register(),
+    Deploy(),
 )
 
 #: ``rayline validate``: the data report only.
