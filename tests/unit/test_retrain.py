@@ -214,3 +214,39 @@ def test_the_loop_reports_a_failed_cycle_and_runs_the_next(tmp_path):
     assert out.output.count("does not exist") == 2  # each cycle's error, reported
     assert "cycle 1: failed (exit 2); the next cycle runs" in out.output
     assert "cycle 2:" in out.output and "Traceback" not in out.output
+
+
+def test_ctrl_c_while_the_loop_waits_stops_it_cleanly(tmp_path):
+    """A real process: SIGINT during the wait between cycles ends the loop with exit 0."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: t\ndata: {path: nowhere, target: y}\n"
+        "schema: {columns: {x: {type: float}, y: {type: int}}}\n"
+        "model: {task: classification}\n"
+    )
+    rayline = str(Path(sys.executable).with_name("rayline"))
+    err = tmp_path / "err.txt"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen(
+            [rayline, "retrain", str(cfg), "--every", "1h"], stdout=fh, stderr=fh, text=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "next in" not in err.read_text():
+            assert proc.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    assert "cycle 1: failed (exit 2)" in text and "stopped after 1 cycle(s)" in text
+    assert "Traceback" not in text
