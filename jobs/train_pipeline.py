@@ -11,14 +11,17 @@ import logging
 import sys
 
 from rayline.config import load_config
-from rayline.errors import RaylineError
+from rayline.errors import Interrupted, RaylineError, find_user_error
 from rayline.pipeline import run_pipeline
 from rayline.progress import console
 from rayline.summary import format_summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run the pipeline, print the summary; exit 2 on a user error.
+    """Parse arguments, run the pipeline, print the summary; exit as ``rayline run`` does.
+
+    0 done, 2 a user error, 3 rejected with ``--fail-on-reject``, 130 interrupted, 1 an
+    internal error (one line; the traceback with ``--verbose``).
 
     The output is ``rayline run``'s: a line per stage start and end, epochs and sweep
     progress live, the summary; Ray's own output goes to ``<run_dir>/ray.log`` unless
@@ -44,9 +47,30 @@ def main(argv: list[str] | None = None) -> int:
             print(format_summary(result, cfg.registry.alias), file=con.out)
             if con.log_path:
                 print(f"ray logs: {con.log_path}", file=con.out)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(
+            f"interrupted: {exc or 'the run stopped before it finished'}; nothing was "
+            "registered. Submit it again with the same runtime.run_name to resume",
+            file=sys.stderr,
+        )
+        return 130
     except RaylineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        found = find_user_error(exc)  # a rayline error wrapped by Ray (RayTaskError)
+        if found is not None:
+            print(f"error: {found}", file=sys.stderr)
+            return 2
+        if args.verbose:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"internal error: {type(exc).__name__}: {first}\nrerun with --verbose for the "
+            "traceback, and please report it",
+            file=sys.stderr,
+        )
+        return 1
     if args.fail_on_reject and result.gate and not result.gate["passed"]:
         return 3
     return 0

@@ -418,3 +418,33 @@ def test_schema_infer_names_a_duplicate_column(tmp_path):
     pq.write_table(table, tmp_path / "dup.parquet")
     with pytest.raises(DataValidationError, match="more than one column named 'a'"):
         infer_schema(str(tmp_path / "dup.parquet"))  # raised before any Ray read
+
+
+def test_job_entry_point_exits_like_rayline_run_on_internal_errors_and_interrupts(
+    monkeypatch, capsys
+):
+    """A bug of ours is one line and exit 1 (the traceback with --verbose); Ctrl-C is 130."""
+    import importlib.util
+
+    from rayline.errors import DataSourceError
+
+    spec = importlib.util.spec_from_file_location("train_job", REPO / "jobs" / "train_pipeline.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    argv = ["--config", str(REPO / "jobs/configs/demo.yaml")]
+    for raised, code, text in (
+        (RuntimeError("boom\nmore"), 1, "internal error: RuntimeError: boom"),
+        (KeyboardInterrupt(), 130, "interrupted:"),
+        (DataSourceError("no such data"), 2, "error: no such data"),
+    ):
+
+        def run_pipeline(*args, _exc=raised, **kwargs):
+            raise _exc
+
+        monkeypatch.setattr(job, "run_pipeline", run_pipeline)
+        assert job.main(argv) == code
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err and "more" not in err
+    monkeypatch.setattr(job, "run_pipeline", lambda *a, **k: (_ for _ in ()).throw(KeyError("k")))
+    with pytest.raises(KeyError):
+        job.main([*argv, "--verbose"])
