@@ -340,3 +340,19 @@ def test_checked_trainer_raises_the_recorded_failure_after_a_clean_restart(tmp_p
     assert checked.message == "non-finite training loss (inf) ..."  # the rest is the trainer's
     clear_stop(stop)
     assert read_stop(stop) is None
+
+
+def test_the_lr_schedule_counts_the_steps_padding_adds(tmp_path):
+    """32 real rows padded to 36 (an elastic run's padding): 5 batches of 8 per epoch, not 4,
+    so a cosine schedule over 2 epochs is half done after the first and ends at 0."""
+    session = _Session(str(tmp_path / "a"))
+    session.data["train"] = _PaddedData(0, pad=4)
+    spec = dataclasses.replace(
+        _spec(tmp_path, epochs=2, lr_schedule="cosine", warmup_fraction=0.0),
+        train_rows=ROWS - 4,
+        pad_rows=4,
+    )
+    train_loop_per_worker(spec, session=session)
+    assert [m["global_step"] for m in session.reports] == [5, 10]
+    assert session.reports[0]["lr"] == pytest.approx(0.01 * 0.5)
+    assert session.reports[1]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -590,7 +590,9 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
     accum = tcfg.grad_accum_steps
     batch_size = tcfg.batch_size
     epochs = tcfg.epochs
-    plan = shard_plan(spec.train_rows, world, batch_size, accum)
+    # The split as the ranks get it, padding included: an elastic run's padding (to a
+    # multiple of every worker count in its range) can add a micro-batch per epoch.
+    plan = shard_plan(spec.train_rows + spec.pad_rows, world, batch_size, accum)
     total_steps = epochs * plan.steps
     schedule, warmup = tcfg.lr_schedule, float(tcfg.warmup_fraction)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

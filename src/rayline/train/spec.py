@@ -58,6 +58,10 @@ class LoopConfig:
     trial_id: str | None = None
     started_at: float | None = None
     sync_timing: bool = False
+    #: Zero-weight rows the trainer appended to the train split (an elastic run pads to a
+    #: multiple of every worker count it may run with); the LR schedule counts the steps
+    #: they add. Set by :func:`rayline.train.trainer.make_trainer`.
+    pad_rows: int = 0
 
     def preprocessor(self) -> FittedPreprocessor:
         """The fitted preprocessor (parsed from :attr:`prep_json`)."""

@@ -299,7 +299,7 @@ def make_trainer(
     datasets = as_datasets(datasets, plan.pad_rows)
     stop_file = f"{storage_path.rstrip('/')}/{name}/{STOP_FILE}"
     clear_stop(stop_file)  # a new fit of the run (a resume) starts without the old failure
-    loop_cfg = dataclasses.replace(loop_cfg, stop_file=stop_file)
+    loop_cfg = dataclasses.replace(loop_cfg, stop_file=stop_file, pad_rows=plan.pad_rows)
     resources = worker_resources(tcfg)
     # Ray Train reads its worker-group start-up timeout from the environment of the process
     # that calls fit() (and forwards it to its controller); with it and a zero controller
