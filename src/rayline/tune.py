@@ -429,7 +429,11 @@ def run_tune(
             # A trial stopped by the scheduler can have its history's checkpoint replaced
             # by the one Tune kept last, or a history without checkpoint paths: take
             # Tune's own record of what it kept.
-            top = _kept_checkpoint(result, sign) or {}
+            top = (
+                _kept_checkpoint(result, sign)
+                or _on_disk(f"{storage_path}/trials/trial-{trial_id}", history, mode)
+                or {}
+            )
         sampled = decode_sampled(result.config or {}, encoded)
         trained = (
             TrainResult(
@@ -476,6 +480,59 @@ def _exists(path: str, storage_path: str) -> bool:
         return filesystem(storage_path)[0].get_file_info(path).type != pafs.FileType.NotFound
     except (OSError, ValueError):
         return False
+
+
+def _on_disk(trial_dir: str, history: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
+    """The best complete checkpoint a trial left in its run directory, as a history row.
+
+    The last resort when neither the trial's history nor Tune's record names a checkpoint
+    that still exists (a trial the scheduler stopped): rayline's own index of a local-mode
+    trial's checkpoints, else the trial's Train run's checkpoint directories, each scored
+    by the history row of the epoch its ``COMPLETE`` marker names.
+    """
+    import pyarrow.fs as pafs
+
+    from rayline.paths import filesystem
+    from rayline.train import checkpoints
+    from rayline.train.loop import COMPLETE_FILE
+
+    try:
+        kept = checkpoints.best(f"{trial_dir}/checkpoints", mode)
+    except (OSError, ValueError):
+        kept = None
+    if kept and _finite(kept["metrics"].get(SCORE_KEY)):
+        return {**kept["metrics"], "checkpoint_path": kept["path"]}
+    by_epoch = {
+        int(h["epoch"]): h
+        for h in history
+        if _finite(h.get(SCORE_KEY)) and isinstance(h.get("epoch"), int | float)
+    }
+    if not by_epoch:
+        return None
+    try:
+        fs, root = filesystem(trial_dir)
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except (OSError, ValueError):
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    best: dict[str, Any] | None = None
+    for info in infos:
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        try:
+            with fs.open_input_stream(f"{info.path}/{COMPLETE_FILE}") as f:
+                marker = json.loads(f.read())
+            row = by_epoch.get(int(marker["epoch"]) + 1)  # the marker's epoch counts from 0
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an incomplete checkpoint, or one of no epoch on record
+        if row is None:
+            continue
+        if best is None or (sign * row[SCORE_KEY], row["epoch"]) > (
+            sign * best[SCORE_KEY],
+            best["epoch"],
+        ):
+            best = {**row, "checkpoint_path": info.path}
+    return best
 
 
 def _kept_checkpoint(result: Any, sign: float) -> dict[str, Any] | None:
