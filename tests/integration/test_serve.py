@@ -10,6 +10,10 @@ one, under ``/secure``, wants a bearer token. The tests:
 - ``GET /health``, ``GET /model`` (version, alias, lineage, the model card);
 - a corpus of bad requests: each a 4xx whose JSON names the problem, no traceback;
 - the token: 401 without it or with a wrong one, 200 with it;
+- MLflow's webhooks on the token app (which polls the alias hourly): deliveries sent by
+  MLflow's own delivery code (unsigned, wrongly signed, stale: 401 and nothing moves; a
+  signed alias move switches it), and a live ``mlflow server`` over the same sqlite store
+  whose own deliveries, one per alias move made through it, switch it to v1 and back;
 - a client loop sending requests throughout ``rollback`` and ``promote``: every answer
   200, each names its version, and the new version answers after each move;
 - ``rayline serve`` as a command in its own process: it answers, and stops on SIGTERM;
@@ -18,6 +22,7 @@ one, under ``/secure``, wants a bearer token. The tests:
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -468,6 +474,139 @@ def test_a_signed_mlflow_webhook_makes_the_app_read_the_alias_at_once(served, mo
         assert status == 404 and "--webhook-secret-file" in doc["message"]
     finally:
         promote(registry, MODEL, v2, "webhook test done", force=True)
+        c.close()
+
+
+# -- a live `mlflow server` -----------------------------------------------------------------------
+@pytest.fixture()
+def mlflow_server(ws, tmp_path):
+    """``mlflow server`` on a free loopback port over the module's sqlite store, allowed to
+    deliver webhooks to plain-HTTP loopback; stopped (its process group) at the end."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(
+        # Webhook URLs must be https and public unless these say otherwise (checked when
+        # the webhook is created and again when it is sent).
+        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+        # The webhook's secret is stored encrypted under this Fernet key (32 bytes, url-safe
+        # base64); without it each server process draws its own, and another worker (or a
+        # restart) cannot read the webhook back: it sends nothing, and the server logs an
+        # empty error (Fernet's InvalidToken).
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        # No job runner and huey consumers (seven processes) beside the server on 2 cores.
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+    )
+    log_path = tmp_path / "mlflow-server.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                ws["uri"],
+                "--artifacts-destination",
+                str(tmp_path / "artifacts"),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: its workers stop with it
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert proc.poll() is None, f"mlflow server exited:\n{log_path.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        yield {"url": url, "log": log_path}
+    finally:
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop the process we started and its group (pgid = its pid): TERM, then KILL whatever
+    is left of the group (uvicorn waits for keep-alive connections this process holds)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+def test_a_live_mlflow_server_delivers_its_webhook_and_the_app_follows(
+    served, models, mlflow_server
+):
+    """The alias moved through ``mlflow server``: its own delivery moves the token app."""
+    from mlflow import MlflowClient
+
+    registry, v1, v2 = models["registry"], models["v1"], models["v2"]
+    mlflow_client = MlflowClient(
+        tracking_uri=mlflow_server["url"], registry_uri=mlflow_server["url"]
+    )
+    ok = {"Authorization": f"Bearer {TOKEN}"}
+    c = Client(served["port"])
+
+    def serving() -> str:
+        status, doc, text = c.send("GET", "/secure/health", headers=ok)
+        assert status == 200, text
+        return doc["version"]
+
+    def received() -> list[dict]:
+        status, doc, text = c.send("GET", "/secure/model", headers=ok)
+        assert status == 200, text
+        return doc["webhooks"]
+
+    def wait_for(version: str) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while serving() != version:
+            assert time.monotonic() < deadline, (
+                f"v{version} not served {DEADLINE_S} s after the move; the app got "
+                f"{received()}; mlflow server's log:\n{mlflow_server['log'].read_text()[-5000:]}"
+            )
+            time.sleep(0.2)
+
+    # Created before the server's first alias move: it caches each event's webhooks for a
+    # minute (MLFLOW_WEBHOOK_CACHE_TTL), and creating one does not clear that.
+    hook = mlflow_client.create_webhook(
+        name="rayline-serve-live",
+        url=f"{served['url']}/secure/webhook",
+        events=["model_version_alias.created"],
+        secret=SECRET,
+    )
+    try:
+        # The test before left the app on v1 while the alias is back on v2 (its poll is
+        # hourly); alone, the app serves v2. Each move changes what it serves, and ends on v2.
+        moves = [v1, v2] if serving() == v2 else [v2, v1, v2]
+        before = len(received())
+        for version in moves:
+            mlflow_client.set_registered_model_alias(MODEL, "champion", version)
+            wait_for(version)
+        # One delivery per move arrived, each naming its version: only webhooks moved it.
+        assert [w["version"] for w in received()[before:]] == moves
+        status, doc, _ = c.send("POST", "/secure/predict", [GOOD_ROW], headers=ok)
+        assert status == 200 and doc["version"] == v2
+    finally:
+        promote(registry, MODEL, v2, "live webhook test done", force=True)
+        mlflow_client.delete_webhook(hook.webhook_id)
         c.close()
 
 
