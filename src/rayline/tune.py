@@ -289,6 +289,39 @@ def _trial(
         trainer.fit()
     except Exception as exc:  # Ray's wrapped worker/controller errors: one line for the table
         raise TrainingError(f"trial {trial_id}: {describe_failure(exc, loop_cfg.train)}") from None
+    _wait_for_last_report()
+
+
+def _wait_for_last_report(timeout_s: float = 120.0) -> None:
+    """Return from a DDP trial only once Tune has taken the trainer's last report.
+
+    ``TuneReportCallback`` hands each report to the trial's main thread through a one-slot
+    queue; when the function returns, Tune's wrapper reports ``__duplicate__`` into the
+    main thread's own one-slot result queue. If that happens while the last epoch's report
+    still waits in the first queue (the trial's last epochs were fast, or Tune's driver was
+    slow to ask for the next result), the main thread takes that report, cannot put it into
+    the full result queue, and the trial hangs RUNNING forever (Ray 2.60; found by a
+    4-trial ASHA sweep here). Waiting until both queues are empty, twice in a row, closes
+    that window; bounded, so a Tune that never asks again cannot keep the trial.
+    """
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    pending = getattr(session, "_inter_actor_queue", None)
+    results = getattr(session, "result_queue", None)
+    if pending is None or results is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    settled = 0
+    while settled < 2 and time.monotonic() < deadline:
+        try:
+            empty = pending.empty() and results.empty()
+        except Exception:  # the queue actor is gone: nothing left to hand over
+            return
+        settled = settled + 1 if empty else 0
+        time.sleep(0.1)
+    if settled < 2:
+        log.warning("the trial's last report was not taken by Tune within %.0f s", timeout_s)
 
 
 def _flatten(sampled: dict[str, Any]) -> dict[str, Any]:
@@ -488,7 +521,8 @@ def _on_disk(trial_dir: str, history: list[dict[str, Any]], mode: str) -> dict[s
     The last resort when neither the trial's history nor Tune's record names a checkpoint
     that still exists (a trial the scheduler stopped): rayline's own index of a local-mode
     trial's checkpoints, else the trial's Train run's checkpoint directories, each scored
-    by the history row of the epoch its ``COMPLETE`` marker names.
+    by the history row of the epoch its ``COMPLETE`` marker names, or by the validation
+    metrics the marker keeps (an epoch trained after the trial's last report reached Tune).
     """
     import pyarrow.fs as pafs
 
@@ -507,8 +541,6 @@ def _on_disk(trial_dir: str, history: list[dict[str, Any]], mode: str) -> dict[s
         for h in history
         if _finite(h.get(SCORE_KEY)) and isinstance(h.get("epoch"), int | float)
     }
-    if not by_epoch:
-        return None
     try:
         fs, root = filesystem(trial_dir)
         infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
@@ -522,9 +554,14 @@ def _on_disk(trial_dir: str, history: list[dict[str, Any]], mode: str) -> dict[s
         try:
             with fs.open_input_stream(f"{info.path}/{COMPLETE_FILE}") as f:
                 marker = json.loads(f.read())
-            row = by_epoch.get(int(marker["epoch"]) + 1)  # the marker's epoch counts from 0
+            epoch = int(marker["epoch"]) + 1  # the marker's epoch counts from 0
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # an incomplete checkpoint, or one of no epoch on record
+            continue  # an incomplete checkpoint
+        row = by_epoch.get(epoch)
+        if row is None and _finite((marker.get("val") or {}).get(SCORE_KEY)):
+            # An epoch the trial trained after its last report reached Tune: the marker
+            # has its validation metrics.
+            row = {"epoch": epoch, **marker["val"]}
         if row is None:
             continue
         if best is None or (sign * row[SCORE_KEY], row["epoch"]) > (

@@ -120,7 +120,10 @@ def test_epochs_step_validate_checkpoint_and_resume(tmp_path):
         "global_step": 6,
         "trial_id": "t1",
         "weights_sha256": _sha256(str(saved / WEIGHTS_FILE)),
+        # The epoch's validation metrics, to rank the checkpoint from its own directory.
+        "val": {k: v for k, v in first.reports[-1].items() if k.startswith("val_")},
     }
+    assert marker["val"]["val_metric"] == first.reports[-1]["val_accuracy"]
     assert first.reports[-1]["weights_sha256"] == marker["weights_sha256"]
 
     # A third epoch from the second's checkpoint continues its step count and its weights.

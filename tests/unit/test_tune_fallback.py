@@ -44,3 +44,18 @@ def test_a_ddp_trial_s_train_checkpoints_are_scored_by_their_epoch_s_history_row
 def test_nothing_on_disk_is_none(tmp_path):
     assert _on_disk(str(tmp_path / "missing"), [{"epoch": 1, "val_metric": 0.1}], "min") is None
     assert _on_disk(str(tmp_path), [], "min") is None
+
+
+def test_an_epoch_tune_never_heard_of_is_ranked_by_its_marker_s_metrics(tmp_path):
+    """ASHA stopped the trial after epoch 2's report; its Train run finished epochs 3 and 4,
+    whose checkpoints replaced those of epochs 1 and 2 (Train keeps the best two)."""
+    trial = tmp_path / "trial-c"
+    for name, epoch, value in (("checkpoint_a", 2, 0.62), ("checkpoint_b", 3, 0.61)):
+        d = trial / name
+        d.mkdir(parents=True)
+        marker = {"epoch": epoch, "global_step": 9, "val": {"val_metric": value}}
+        (d / COMPLETE_FILE).write_text(json.dumps(marker))
+    history = [{"epoch": 1, "val_metric": 0.635}, {"epoch": 2, "val_metric": 0.626}]
+    row = _on_disk(str(trial), history, "min")
+    assert row["epoch"] == 4 and row["val_metric"] == 0.61
+    assert row["checkpoint_path"] == str(trial / "checkpoint_b")

@@ -515,12 +515,16 @@ def save_checkpoint(
     best_score: float,
     stale_epochs: int,
     trial_id: str | None,
+    val: dict[str, Any] | None = None,
 ) -> str:
     """Write a complete checkpoint to ``directory``; return the weights' sha256.
 
     The weights (``model.pt``), the training state to resume from (``train_state.pt``:
     optimizer, scheduler, counters, RNG states) and, last, the ``COMPLETE`` marker: a
-    checkpoint without it was cut off mid-write (:func:`_restore` refuses it).
+    checkpoint without it was cut off mid-write (:func:`_restore` refuses it). The marker
+    also keeps the epoch's validation metrics (``val``), so a checkpoint can be ranked from
+    its own directory when no record of its epoch survives (a trial a scheduler stopped
+    while its Train run finished the epoch: :func:`rayline.tune._on_disk`).
     """
     weights = os.path.join(directory, WEIGHTS_FILE)
     torch.save(_unwrap(model).state_dict(), weights)
@@ -544,6 +548,7 @@ def save_checkpoint(
                 "global_step": global_step,
                 "trial_id": trial_id,
                 "weights_sha256": digest,
+                **({"val": val} if val else {}),
             },
             f,
         )
@@ -734,6 +739,7 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
                     best_score=best_score,
                     stale_epochs=stale_epochs,
                     trial_id=spec.trial_id,
+                    val={k: v for k, v in metrics.items() if k.startswith("val_")},
                 )
             if local and spec.checkpoint_dir:
                 # Local mode keeps nothing itself: rayline keeps the checkpoints.
