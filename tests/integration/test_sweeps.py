@@ -513,3 +513,30 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
     assert sorted(c.data.tags["rayline.trial_id"] for c in children) == sorted(
         t.removeprefix("trial-") for t in after
     )
+
+    # The same sweep uninterrupted (same seed, nothing reused) draws the same trials, each
+    # ends on the same validation score, and the same trial wins.
+    def result_of(run_name: str) -> dict:
+        path = workspace / "kill-runs" / "runs" / run_name / "pipeline_result.json"
+        return _json.loads(path.read_text())
+
+    straight = subprocess.run(
+        [sys.executable, "-m", "rayline.cli", "run", str(cfg_path), "--no-cache",
+         "runtime.run_name=straight"],
+        cwd=workspace, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    resumed_trials, straight_trials = result_of("killed")["trials"], result_of("straight")["trials"]
+
+    def scores(trials) -> dict[str, float]:
+        return {_json.dumps(t["params"], sort_keys=True): t["best"] for t in trials}
+
+    assert scores(resumed_trials).keys() == scores(straight_trials).keys()
+    for params, best in scores(resumed_trials).items():
+        assert best == pytest.approx(scores(straight_trials)[params], rel=1e-6), params
+    best_params = [
+        min(trials, key=lambda t: t["best"])["params"]
+        for trials in (resumed_trials, straight_trials)
+    ]
+    assert best_params[0] == best_params[1]

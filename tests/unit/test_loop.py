@@ -359,3 +359,40 @@ def test_the_lr_schedule_counts_the_steps_padding_adds(tmp_path):
     assert [m["global_step"] for m in session.reports] == [5, 10]
     assert session.reports[0]["lr"] == pytest.approx(0.01 * 0.5)
     assert session.reports[1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+class _ShuffledData(_Data):
+    """A shard whose streamed order follows ``local_shuffle_seed``, as Ray Data's does."""
+
+    def iter_torch_batches(self, batch_size: int, local_shuffle_seed=None, **_):
+        if local_shuffle_seed is None:
+            order = torch.arange(ROWS)
+        else:
+            order = torch.randperm(
+                ROWS, generator=torch.Generator().manual_seed(local_shuffle_seed)
+            )
+        for i in range(0, ROWS, batch_size):
+            idx = order[i : i + batch_size]
+            yield {"x": self.x[idx], "y": self.y[idx]}
+
+
+def test_a_resumed_run_trains_each_epoch_in_the_uninterrupted_run_s_order(tmp_path):
+    """The in-memory shard: an uninterrupted run streams epoch 1 and serves later epochs
+    from memory; a run resumed at epoch 2 fills the cache in epoch 1's order first, so its
+    epochs 2 and 3 are the uninterrupted run's, to the bit."""
+
+    def spec(name: str):
+        s = _spec(tmp_path / name, epochs=3)
+        return dataclasses.replace(s, train=s.train.model_copy(update={"cache_mb": 1}))
+
+    straight = _Session(str(tmp_path / "a"))
+    straight.data["train"] = _ShuffledData(0)
+    train_loop_per_worker(spec("s"), session=straight)
+    again = _Session(str(tmp_path / "b"), resume_from=str(tmp_path / "a" / "epoch-1"))
+    again.data["train"] = _ShuffledData(0)
+    train_loop_per_worker(spec("r"), session=again)
+    assert [m["epoch"] for m in again.reports] == [2, 3]
+    assert [m["train_loss"] for m in again.reports] == [
+        m["train_loss"] for m in straight.reports[1:]
+    ]
+    assert again.reports[-1]["weights_sha256"] == straight.reports[-1]["weights_sha256"]

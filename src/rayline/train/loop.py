@@ -181,17 +181,34 @@ class ShardCache:
             return
         kept: list[dict[str, torch.Tensor]] | None = []
         size = 0
-        for batch in self.data_iter.iter_torch_batches(
-            **batch_iter_options(self.batch_size, self.device),
-            local_shuffle_buffer_size=4 * self.batch_size if self.shuffle else None,
-            local_shuffle_seed=self.seed * 1000 + epoch if self.shuffle else None,
-        ):
+        for batch in self._stream(epoch):
             if kept is not None:
                 size += sum(t.element_size() * t.nelement() for t in batch.values())
                 kept = kept + [batch] if size <= self.max_bytes else None
             yield batch
         if kept:
             self.tensors = {k: torch.cat([b[k] for b in kept]) for k in kept[0]}
+
+    def warm(self, first_epoch: int = 0) -> None:
+        """Fill the cache as a run that started at ``first_epoch`` filled it in that epoch.
+
+        A resumed run's first epoch here is a later one; streamed, its order would differ
+        from the uninterrupted run's, which serves it from the cache its first epoch kept
+        (:meth:`_from_memory`). One pass in the first epoch's order (nothing trained on it)
+        makes the resumed epochs the same permutations of the same rows. A shard too large to
+        keep streams every epoch either way.
+        """
+        if self.tensors is not None or self.max_bytes <= 0:
+            return
+        for _ in self.epoch(first_epoch):
+            pass
+
+    def _stream(self, epoch: int):
+        return self.data_iter.iter_torch_batches(
+            **batch_iter_options(self.batch_size, self.device),
+            local_shuffle_buffer_size=4 * self.batch_size if self.shuffle else None,
+            local_shuffle_seed=self.seed * 1000 + epoch if self.shuffle else None,
+        )
 
     def _from_memory(self, epoch: int):
         assert self.tensors is not None
@@ -649,6 +666,9 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
     val_data = ShardCache(
         session.dataset("val"), batch_size, cache_bytes, device, seed, shuffle=False
     )
+    if start_epoch > 0:
+        # A resumed run trains each later epoch in the order an uninterrupted one would.
+        train_data.warm(0)
     history_dir = spec.history_dir if rank == 0 else None
 
     sync_timing = spec.sync_timing and device.type == "cuda"
