@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ray logs: {con.log_path}", file=con.out)
     except (Interrupted, KeyboardInterrupt) as exc:
         print(
-            f"interrupted: {exc or 'the run stopped before it finished'}; nothing was "
-            "registered. Submit it again with the same runtime.run_name to resume",
+            f"interrupted: {str(exc) or 'the run stopped before it finished'}; submit it "
+            "again with the same runtime.run_name to resume",
             file=sys.stderr,
         )
         return 130
-    except RaylineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except RaylineError as exc:  # a Ray-wrapped one prints its own message, not Ray's
+        print(f"error: {find_user_error(exc) or exc}", file=sys.stderr)
         return 2
     except Exception as exc:
         found = find_user_error(exc)  # a rayline error wrapped by Ray (RayTaskError)

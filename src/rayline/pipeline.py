@@ -96,7 +96,7 @@ def run_pipeline(
     from rayline.stages.deploy import deploy_problems
 
     stages = _stages_until(cfg, until)
-    problems = deploy_problems(cfg)
+    problems = deploy_problems(cfg) if any(s.name == "deploy" for s in stages) else []
     if problems:
         raise ConfigError(problems)
     run = Run(cfg, on_stage, on_stage_start=on_stage_start)

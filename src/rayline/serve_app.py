@@ -433,10 +433,11 @@ class ModelServer:
         every replica); return what this replica serves."""
         await asyncio.to_thread(self.poll_once)
         try:
-            replica = serve.get_replica_context().replica_id.unique_id
+            ctx = serve.get_replica_context()
+            replica, world = ctx.replica_id.unique_id, ctx.world_size
         except Exception:  # outside a replica (unit tests)
-            replica = None
-        return {**self.health(), "replica": replica}
+            replica, world = None, None
+        return {**self.health(), "replica": replica, "world_size": world}
 
     def health(self) -> dict[str, Any]:
         return {
@@ -562,7 +563,9 @@ class Deployed:
     """What the deploy stage did to a Serve application."""
 
     app: str
-    action: str  # "started" (it ran no application of that name) or "updated"
+    #: "started" (no application of that name ran), "restarted" (it had failed to deploy),
+    #: "updated", or "superseded" (the alias moved on meanwhile; the app serves that one).
+    action: str
     version: str
     replicas: list[str]
     url: str | None = None
@@ -581,21 +584,28 @@ def deploy(
     timeout_s: float = 300,
     token: str | None = None,
     webhook_secret: str | None = None,
+    alias_version: Any = None,
 ) -> Deployed:
-    """Make the Serve application ``app`` on this Ray cluster serve ``name@alias`` at
-    ``version`` on every replica.
+    """Make the Serve application ``app`` on this Ray cluster serve ``name@alias`` (which
+    points at ``version``) on every replica.
 
     A running application is not redeployed (its token, replicas and routes stay as they
     are): each replica is told to read the alias now (``refresh``, broadcast to all of
     them), which swaps the new version in beside the serving one without dropping a
-    request. When no application of that name runs, one is started from ``settings`` if
-    ``start_missing``. Ray must be initialised (connected to the cluster).
+    request. When no application of that name runs (or it failed to deploy), one is
+    started from ``settings`` if ``start_missing``. Done when as many distinct replicas as
+    the deployment wants answer with the version the alias points at now
+    (``alias_version()``, read again on every pass: when another promotion or a rollback
+    moved it meanwhile, the app serving that version is success too, ``superseded``).
+    Ray must be initialised (connected to the cluster).
 
     Raises:
         DeployError: the application is missing (and may not be started), serves another
-            model, failed to deploy, or its replicas do not serve ``version`` within
-            ``timeout_s``; the message says which and what the replicas said.
+            model, is not a rayline application, failed to deploy, or its replicas do not
+            serve the alias's version within ``timeout_s``; the message says which and what
+            Serve or the replicas said.
     """
+    from ray.serve.exceptions import RayServeException
     from ray.serve.schema import ApplicationStatus
 
     from rayline.errors import DeployError
@@ -608,13 +618,15 @@ def deploy(
             raise DeployError(f"Serve application '{app}' is still being deleted")
         time.sleep(1)
         status = serve.status().applications.get(app)
-    action, url = "updated", None
-    if status is None:
+    action, url, started = "updated", None, False
+    failed = status is not None and status.status == ApplicationStatus.DEPLOY_FAILED
+    if status is None or failed:
         if not start_missing:
             raise DeployError(
-                f"no Serve application '{app}' runs on this Ray cluster and deploy.start is "
-                f"false: start one (`rayline serve {name}@{alias}` or a RayService), or set "
-                "deploy.start: true"
+                f"Serve application '{app}' "
+                + (f"failed to deploy ({_failure(status)})" if failed else "does not run")
+                + f" on this Ray cluster and deploy.start is false: start one (`rayline serve "
+                f"{name}@{alias}` or a RayService), or set deploy.start: true"
             )
         host, port = values["host"], int(values["port"])
         serve.start(
@@ -622,22 +634,38 @@ def deploy(
             proxy_location=values.get("proxy_location") or "EveryNode",
         )
         target = build(name, alias, tracking_uri, values, token, webhook_secret)
-        serve.run_many(
-            [serve.RunTarget(target=target, name=app, route_prefix=route_prefix)],
-            wait_for_applications_running=False,
-        )
+        try:
+            serve.run_many(
+                [serve.RunTarget(target=target, name=app, route_prefix=route_prefix)],
+                wait_for_applications_running=False,
+            )
+        except RayServeException as exc:  # e.g. the route prefix is another app's
+            raise DeployError(
+                f"Serve refused to start application '{app}' at route {route_prefix}: "
+                f"{_one_line(exc)}; set deploy.route_prefix (or deploy.app) to one no other "
+                "application uses"
+            ) from None
         shown = f"[{host}]" if ":" in host else host
-        action, url = "started", f"http://{shown}:{port}{route_prefix.rstrip('/')}"
-        log.info("deploy: started Serve application %s for %s@%s", app, name, alias)
-    _wait_running(app, deadline, values)
+        action = "restarted" if failed else "started"
+        url, started = f"http://{shown}:{port}{route_prefix.rstrip('/')}", True
+        log.info("deploy: %s Serve application %s for %s@%s", action, app, name, alias)
+    _wait_running(app, deadline, values, started)
     handle = serve.get_app_handle(app)
     last: list[Any] = []
     while True:
         remaining = max(1.0, deadline - time.monotonic())
         try:
             last = handle.broadcast("refresh").results(timeout_s=remaining, return_exceptions=True)
-        except TimeoutError:
-            last = []
+        except (TimeoutError, RayServeException) as exc:  # no replica known right now
+            last = [exc]
+        missing = [r for r in last if "does not exist" in str(r) and "refresh" in str(r)]
+        if missing:
+            raise DeployError(
+                f"Serve application '{app}' has no `refresh` endpoint: it is not a rayline "
+                "serve application, or one started by an older rayline. Restart it (`rayline "
+                f"serve {name}@{alias}`, or redeploy the RayService), or set deploy.app to "
+                "the rayline application"
+            )
         states = [r for r in last if isinstance(r, dict)]
         other = [r for r in states if (r.get("model"), r.get("alias")) != (name, alias)]
         if other:
@@ -646,27 +674,51 @@ def deploy(
                 f"{other[0].get('alias')}, not {name}@{alias}: set deploy.app to the "
                 f"application that serves {name}@{alias} (or to a new name)"
             )
-        if states and len(states) == len(last) and all(r["version"] == version for r in states):
-            replicas = sorted(str(r.get("replica")) for r in states)
-            return Deployed(app, action, version, replicas, url)
+        target = (alias_version() if alias_version else None) or version
+        wanted = max((int(r.get("world_size") or 0) for r in states), default=0)
+        replicas = sorted({str(r.get("replica")) for r in states})
+        if (
+            states
+            and len(states) == len(last)
+            and len(replicas) >= max(1, wanted)
+            and all(r["version"] == target for r in states)
+        ):
+            done = "superseded" if target != version else action
+            return Deployed(app, done, target, replicas, url)
         if time.monotonic() > deadline:
             said = "; ".join(
                 f"replica {r.get('replica')}: v{r.get('version')}"
                 + (f" ({r['poll_error']})" if r.get("poll_error") else "")
                 if isinstance(r, dict)
-                else f"{type(r).__name__}: {str(r)[:200]}"
+                else f"{type(r).__name__}: {_one_line(r)}"
                 for r in last
             )
             raise DeployError(
-                f"Serve application '{app}' did not serve {name} v{version} on every replica "
-                f"within deploy.timeout_s={timeout_s:g} s ({said or 'no replica answered'}); "
-                f"it keeps following {name}@{alias} and takes it on a later poll once it can "
-                "load it"
+                f"Serve application '{app}' did not serve {name} v{target} on every replica "
+                f"({len(replicas)} of {max(1, wanted)} answered) within deploy.timeout_s="
+                f"{timeout_s:g} s ({said or 'no replica answered'}); it keeps following "
+                f"{name}@{alias} and takes it on a later poll once it can load it"
             )
-        time.sleep(1)
+        # A version that does not load is retried by every replica on each pass: not fast.
+        time.sleep(5 if any(r.get("poll_error") for r in states) else 1)
 
 
-def _wait_running(app: str, deadline: float, values: dict[str, Any]) -> None:
+def _one_line(exc: Any) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[-1] if text else type(exc).__name__)[:300]
+
+
+def _failure(status: Any) -> str:
+    """Why an application is not running: its deployments' own messages, else its own."""
+    parts = [
+        f"{name}: {_one_line(d.message)}"
+        for name, d in (getattr(status, "deployments", None) or {}).items()
+        if (getattr(d, "message", "") or "").strip()
+    ]
+    return "; ".join(parts) or _one_line(getattr(status, "message", "") or "no reason given")
+
+
+def _wait_running(app: str, deadline: float, values: dict[str, Any], started: bool) -> None:
     from ray.serve.schema import ApplicationStatus
 
     from rayline.errors import DeployError
@@ -676,19 +728,25 @@ def _wait_running(app: str, deadline: float, values: dict[str, Any]) -> None:
         state = status.status if status is not None else "missing"
         if state == ApplicationStatus.RUNNING:
             return
-        message = (getattr(status, "message", "") or "").strip()
         if state == ApplicationStatus.DEPLOY_FAILED:
-            lines = [ln for ln in message.splitlines() if ln.strip()]
             raise DeployError(
-                f"Serve application '{app}' failed to deploy: "
-                f"{lines[-1][:500] if lines else 'Serve gave no reason'}"
+                f"Serve application '{app}' failed to deploy: {_failure(status)}"
+                + (
+                    ""
+                    if started
+                    else f"; `serve shutdown` or deleting '{app}' lets deploy.start start it again"
+                )
             )
         if time.monotonic() > deadline:
-            raise DeployError(
-                f"Serve application '{app}' is {state}, not RUNNING, after the deploy "
-                f"timeout: its replicas may not fit (each asks serve.replica_cpus="
+            hint = (
+                f": its replicas may not fit (each asks serve.replica_cpus="
                 f"{values['replica_cpus']:g} CPUs, serve.num_replicas={values['num_replicas']})"
-                + (f"; Serve says: {message[-300:]}" if message else "")
+                if started
+                else ""
+            )
+            raise DeployError(
+                f"Serve application '{app}' is {state}, not RUNNING, after deploy.timeout_s"
+                f"{hint}" + (f"; Serve says: {_failure(status)}" if status is not None else "")
             )
         time.sleep(1)
 

@@ -75,6 +75,10 @@ def format_summary(result: PipelineResult, alias: str = "champion") -> str:
         d = result.deploy
         if d["action"] == "skipped":
             lines.append(f"deployed:   no ({d['reason']}); Serve application {d['app']} unchanged")
+        elif d["action"] == "superseded":
+            lines.append(
+                f"deployed:   Serve application {d['app']}: {d['reason']} (v{d['version']})"
+            )
         else:
             n = len(d["replicas"])
             where = f" at {d['url']}" if d.get("url") else ""

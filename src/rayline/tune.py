@@ -301,27 +301,26 @@ def _wait_for_last_report(timeout_s: float = 120.0) -> None:
     still waits in the first queue (the trial's last epochs were fast, or Tune's driver was
     slow to ask for the next result), the main thread takes that report, cannot put it into
     the full result queue, and the trial hangs RUNNING forever (Ray 2.60; found by a
-    4-trial ASHA sweep here). Waiting until both queues are empty, twice in a row, closes
-    that window; bounded, so a Tune that never asks again cannot keep the trial.
+    4-trial ASHA sweep here). So a ``None`` goes into the first queue after the last
+    report (the main thread skips a falsy item): its put waits until the last report was
+    taken, and once the ``None`` too is gone, that report went all the way to Tune.
+    Bounded, so a Tune that never asks again (a trial being stopped) cannot keep it.
     """
     from ray.train._internal.session import get_session
 
-    session = get_session()
-    pending = getattr(session, "_inter_actor_queue", None)
-    results = getattr(session, "result_queue", None)
-    if pending is None or results is None:
+    pending = getattr(get_session(), "_inter_actor_queue", None)
+    if pending is None:
         return
     deadline = time.monotonic() + timeout_s
-    settled = 0
-    while settled < 2 and time.monotonic() < deadline:
-        try:
-            empty = pending.empty() and results.empty()
-        except Exception:  # the queue actor is gone: nothing left to hand over
-            return
-        settled = settled + 1 if empty else 0
-        time.sleep(0.1)
-    if settled < 2:
-        log.warning("the trial's last report was not taken by Tune within %.0f s", timeout_s)
+    try:
+        pending.put(None, timeout=timeout_s)
+        while not pending.empty():
+            if time.monotonic() > deadline:
+                log.warning("Tune did not take the trial's last report within %.0f s", timeout_s)
+                return
+            time.sleep(0.05)
+    except Exception as exc:  # the queue actor is gone, or the put timed out
+        log.warning("handing the trial's last report to Tune: %s", exc)
 
 
 def _flatten(sampled: dict[str, Any]) -> dict[str, Any]:
@@ -462,11 +461,10 @@ def run_tune(
             # A trial stopped by the scheduler can have its history's checkpoint replaced
             # by the one Tune kept last, or a history without checkpoint paths: take
             # Tune's own record of what it kept.
-            top = (
-                _kept_checkpoint(result, sign)
-                or _on_disk(f"{storage_path}/trials/trial-{trial_id}", history, mode)
-                or {}
-            )
+            kept = _kept_checkpoint(result, sign)
+            if kept and not _exists(kept["checkpoint_path"], storage_path):
+                kept = None
+            top = kept or _on_disk(f"{storage_path}/trials/trial-{trial_id}", history, mode) or {}
         sampled = decode_sampled(result.config or {}, encoded)
         trained = (
             TrainResult(

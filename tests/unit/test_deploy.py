@@ -49,23 +49,30 @@ def test_a_local_ray_cannot_deploy_and_the_error_names_runtime_address():
     assert deploy_problems(cfg("deploy.enabled=true"), environ={"RAY_ADDRESS": "x:1"}) == []
     assert deploy_problems(cfg("deploy.enabled=true", "runtime.address=auto"), environ={}) == []
     assert deploy_problems(cfg(), environ={}) == []
+    # `local` starts a Ray of the run's own, which ends with it.
+    assert deploy_problems(cfg("deploy.enabled=true", "runtime.address=local"), environ={})
 
 
-def test_starting_on_a_public_host_wants_a_token(tmp_path, monkeypatch):
-    monkeypatch.delenv("RAYLINE_SERVE_TOKEN", raising=False)
-    on = ("deploy.enabled=true", "runtime.address=auto", "serve.host=0.0.0.0")
-    (problem,) = deploy_problems(cfg(*on), environ={})
-    assert "deploy.token_file" in problem and "0.0.0.0" in problem
-    # An application that is already running keeps its own token: no token needed then.
-    assert deploy_problems(cfg(*on, "deploy.start=false"), environ={}) == []
-    token = tmp_path / "token"
-    token.write_text("x" * 32 + "\n")
-    assert deploy_problems(cfg(*on, f"deploy.token_file={token}"), environ={}) == []
-    token.write_text("short\n")
-    (problem,) = deploy_problems(cfg(*on, f"deploy.token_file={token}"), environ={})
-    assert problem.startswith("deploy: --token-file") or "at least 16" in problem
-    (problem,) = deploy_problems(cfg(*on, f"deploy.token_file={tmp_path / 'missing'}"), environ={})
-    assert "cannot read" in problem
+def test_until_a_stage_before_deploy_needs_no_cluster(tmp_path, monkeypatch):
+    """`--until ingest` runs no deploy stage, so the deploy rule does not stop it: the run
+    gets as far as its setup (replaced here, so no Ray starts)."""
+    import pytest
+
+    from rayline import pipeline
+
+    class Reached(Exception):
+        pass
+
+    def setup(run):
+        raise Reached
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(pipeline, "_setup", setup)
+    c = cfg("deploy.enabled=true", f"runtime.storage_path={tmp_path / 'runs'}")
+    with pytest.raises(Reached):
+        pipeline.run_pipeline(c, until="ingest")
+    with pytest.raises(Exception, match="runtime.address"):
+        pipeline.run_pipeline(c)
 
 
 def test_rayline_run_refuses_before_anything_starts(tmp_path, monkeypatch):
@@ -123,3 +130,19 @@ def test_summary_says_what_was_deployed():
         )
     )
     assert "deployed:   no (v3 is not @champion: the gate rejected it)" in text
+
+
+def test_summary_says_when_the_alias_moved_on_meanwhile():
+    text = format_summary(
+        _result(
+            {
+                "action": "superseded",
+                "app": "rayline-m",
+                "version": "4",
+                "replicas": ["a"],
+                "url": None,
+                "reason": "@champion moved on to v4 meanwhile; the application serves it",
+            }
+        )
+    )
+    assert "deployed:   Serve application rayline-m: @champion moved on to v4" in text

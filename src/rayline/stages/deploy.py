@@ -53,7 +53,8 @@ def deploy_problems(cfg, environ=None) -> list[str]:
     if not cfg.deploy.enabled:
         return []
     problems = []
-    if not (cfg.runtime.address or environ.get("RAY_ADDRESS")):
+    address = cfg.runtime.address or environ.get("RAY_ADDRESS")
+    if not address or address == "local":
         problems.append(
             "deploy.enabled: the deploy stage updates a Serve application on a Ray cluster "
             "that outlives the run, and this run would start its own local Ray (ended, with "
@@ -121,8 +122,14 @@ class Deploy(Stage):
                 timeout_s=cfg.deploy.timeout_s,
                 token=token,
                 webhook_secret=secret,
+                alias_version=lambda: run.registry.alias_version(name),
             )
-            deployed = DeployResult(done.action, app, version, done.replicas, done.url)
+            reason = (
+                f"@{alias} moved on to v{done.version} meanwhile; the application serves it"
+                if done.action == "superseded"
+                else None
+            )
+            deployed = DeployResult(done.action, app, done.version, done.replicas, done.url, reason)
             run.registry.set_version_tags(
                 name,
                 version,
@@ -133,8 +140,8 @@ class Deploy(Stage):
         return deployed
 
     def summary(self, run, result: DeployResult) -> str:
-        if result.action == "skipped":
-            return f"skipped: {result.reason}"
+        if result.action in ("skipped", "superseded"):
+            return f"{result.action}: {result.reason}"
         where = f" at {result.url}" if result.url else ""
         n = len(result.replicas)
         return (

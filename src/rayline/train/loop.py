@@ -666,7 +666,7 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
     val_data = ShardCache(
         session.dataset("val"), batch_size, cache_bytes, device, seed, shuffle=False
     )
-    if start_epoch > 0:
+    if 0 < start_epoch < epochs:
         # A resumed run trains each later epoch in the order an uninterrupted one would.
         train_data.warm(0)
     history_dir = spec.history_dir if rank == 0 else None
