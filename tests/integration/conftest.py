@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,66 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- a real `mlflow server` -------------------------------------------------------------------
+@contextmanager
+def running_mlflow_server(
+    args: list[str], env: dict[str, str], log_path: Path, timeout_s: float = 120
+):
+    """``mlflow server ARGS --host 127.0.0.1 --port <free>`` in its own process group; yields
+    ``(url, proc)`` once ``/health`` answers, and stops that group (only) at the end."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: its workers stop with it
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"mlflow server not ready in {timeout_s:g} s:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield url, proc
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc) -> None:
+    """Stop a process we started and its group (pgid = its pid): TERM, then KILL whatever is
+    left (uvicorn's graceful stop waits for keep-alive connections this process holds)."""
+    import os
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)

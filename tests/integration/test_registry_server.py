@@ -25,12 +25,10 @@ import json
 import logging
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,7 +45,7 @@ from rayline.errors import RegistryError
 from rayline.pipeline import run_pipeline
 from rayline.registry import PAUSE_ENV, Registry
 
-from .conftest import base_config, free_port, make_table, write_parts
+from .conftest import base_config, make_table, running_mlflow_server, write_parts
 
 pytestmark = pytest.mark.integration
 
@@ -75,72 +73,17 @@ def server(tmp_path_factory):
         # ~70 artifact files): registration took 4x as long on 2 cores.
         "auth_cache_ttl_seconds = 600\n"
     )
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
         MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16)
     )
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                "--app-name",
-                "basic-auth",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{root}/mlflow.db",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-            ],  # fmt: skip
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group: its workers stop with it
-        )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not ready in 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    args = [
+        "--app-name", "basic-auth",
+        "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+        "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),
+    ]  # fmt: skip
+    with running_mlflow_server(args, env, root / "server.log") as (uri, proc):
         yield {"uri": uri, "root": root, "pid": proc.pid}
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server we started: its process group (pgid = its pid), TERM then KILL.
-
-    uvicorn's graceful stop waits for open keep-alive connections (this process's MLflow
-    clients hold some), hence the short wait before KILL.
-    """
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="module")

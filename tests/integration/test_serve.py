@@ -32,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -47,7 +46,14 @@ from rayline.pipeline import run_pipeline
 from rayline.promote import promote, rollback
 from rayline.registry import Registry, use_mlflow
 
-from .conftest import base_config, free_port, make_table, write_config, write_parts
+from .conftest import (
+    base_config,
+    free_port,
+    make_table,
+    running_mlflow_server,
+    write_config,
+    write_parts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -482,7 +488,6 @@ def test_a_signed_mlflow_webhook_makes_the_app_read_the_alias_at_once(served, mo
 def mlflow_server(ws, tmp_path):
     """``mlflow server`` on a free loopback port over the module's sqlite store, allowed to
     deliver webhooks to plain-HTTP loopback; stopped (its process group) at the end."""
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
         # Webhook URLs must be https and public unless these say otherwise (checked when
@@ -498,58 +503,14 @@ def mlflow_server(ws, tmp_path):
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
     )
     log_path = tmp_path / "mlflow-server.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                ws["uri"],
-                "--artifacts-destination",
-                str(tmp_path / "artifacts"),
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group: its workers stop with it
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert proc.poll() is None, f"mlflow server exited:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
+    args = [
+        "--backend-store-uri",
+        ws["uri"],
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
+    with running_mlflow_server(args, env, log_path, DEADLINE_S) as (url, _):
         yield {"url": url, "log": log_path}
-    finally:
-        _stop_group(proc)
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop the process we started and its group (pgid = its pid): TERM, then KILL whatever
-    is left of the group (uvicorn waits for keep-alive connections this process holds)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(5)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
 
 
 def test_a_live_mlflow_server_delivers_its_webhook_and_the_app_follows(
