@@ -524,7 +524,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_retraining_finished_epoc
         [sys.executable, "-m", "rayline.cli", "run", str(cfg_path), "--no-cache",
          "runtime.run_name=straight"],
         cwd=workspace, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), "RAYLINE_TEST_SLOW_BATCH_S": "0"},
     )  # fmt: skip
     assert straight.returncode == 0, straight.stderr[-3000:]
     resumed_trials, straight_trials = result_of("killed")["trials"], result_of("straight")["trials"]
