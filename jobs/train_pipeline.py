@@ -11,7 +11,7 @@ import logging
 import sys
 
 from rayline.config import load_config
-from rayline.errors import Interrupted, RaylineError, find_user_error
+from rayline.errors import Interrupted, RaylineError, find_user_error, internal_error_text
 from rayline.pipeline import run_pipeline
 from rayline.progress import console
 from rayline.summary import format_summary
@@ -64,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.verbose:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"internal error: {type(exc).__name__}: {first}\nrerun with --verbose for the "
-            "traceback, and please report it",
-            file=sys.stderr,
-        )
+        print(internal_error_text(exc), file=sys.stderr)
         return 1
     if args.fail_on_reject and result.gate and not result.gate["passed"]:
         return 3

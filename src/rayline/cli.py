@@ -85,12 +85,9 @@ def _crash(exc: Exception, verbose: bool) -> None:
     """An error rayline did not anticipate: one line by default, the traceback with -v."""
     if verbose:
         raise exc
-    typer.secho(
-        f"internal error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}\n"
-        "rerun with --verbose for the traceback, and please report it",
-        fg=typer.colors.RED,
-        err=True,
-    )
+    from rayline.errors import internal_error_text
+
+    typer.secho(internal_error_text(exc), fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
 
 

@@ -80,3 +80,13 @@ def find_user_error(exc: BaseException) -> RaylineError | None:
 
 class DeployError(RaylineError):
     """The Serve application could not be started or did not take the new champion."""
+
+
+def internal_error_text(exc: BaseException) -> str:
+    """What ``rayline`` and the job entry point print for an error rayline did not
+    anticipate: its type and first line, and how to get the traceback."""
+    text = str(exc).strip()
+    return (
+        f"internal error: {type(exc).__name__}: {text.splitlines()[0] if text else ''}\n"
+        "rerun with --verbose for the traceback, and please report it"
+    )

@@ -544,15 +544,22 @@ def start(
         RuntimeError: the application did not come up (Serve's message).
     """
     values = settings.model_dump() if hasattr(settings, "model_dump") else dict(settings)
-    host, port = values["host"], int(values["port"])
-    serve.start(
-        http_options={"host": host, "port": port},
-        proxy_location=values.get("proxy_location") or "EveryNode",
-    )
+    url = _start_http(values)
     serve.run(
         build(name, alias, tracking_uri, values, token, webhook_secret),
         name=app_name(name),
         route_prefix="/",
+    )
+    return url
+
+
+def _start_http(values: dict[str, Any]) -> str:
+    """Start Serve with its HTTP proxy on ``serve.host:port`` (``serve.proxy_location``);
+    return that base URL. A Serve already running keeps its own options."""
+    host, port = values["host"], int(values["port"])
+    serve.start(
+        http_options={"host": host, "port": port},
+        proxy_location=values.get("proxy_location") or "EveryNode",
     )
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
@@ -628,11 +635,7 @@ def deploy(
                 + f" on this Ray cluster and deploy.start is false: start one (`rayline serve "
                 f"{name}@{alias}` or a RayService), or set deploy.start: true"
             )
-        host, port = values["host"], int(values["port"])
-        serve.start(
-            http_options={"host": host, "port": port},
-            proxy_location=values.get("proxy_location") or "EveryNode",
-        )
+        base = _start_http(values)
         target = build(name, alias, tracking_uri, values, token, webhook_secret)
         try:
             serve.run_many(
@@ -645,9 +648,8 @@ def deploy(
                 f"{_one_line(exc)}; set deploy.route_prefix (or deploy.app) to one no other "
                 "application uses"
             ) from None
-        shown = f"[{host}]" if ":" in host else host
         action = "restarted" if failed else "started"
-        url, started = f"http://{shown}:{port}{route_prefix.rstrip('/')}", True
+        url, started = f"{base}{route_prefix.rstrip('/')}", True
         log.info("deploy: %s Serve application %s for %s@%s", action, app, name, alias)
     _wait_running(app, deadline, values, started)
     handle = serve.get_app_handle(app)

@@ -455,8 +455,7 @@ def run_tune(
             df = result.metrics_dataframe
             history = df.to_dict("records") if df is not None else []
         scored = [h for h in history if _finite(h.get(SCORE_KEY)) and h.get("checkpoint_path")]
-        # On a tie Ray's checkpoint manager keeps the later checkpoint, so prefer it too.
-        top = max(scored, key=lambda h: (sign * h[SCORE_KEY], h.get("epoch", 0))) if scored else {}
+        top = _best_row(scored, sign) or {}
         if not top or not _exists(top["checkpoint_path"], storage_path):
             # A trial stopped by the scheduler can have its history's checkpoint replaced
             # by the one Tune kept last, or a history without checkpoint paths: take
@@ -544,8 +543,7 @@ def _on_disk(trial_dir: str, history: list[dict[str, Any]], mode: str) -> dict[s
         infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     except (OSError, ValueError):
         return None
-    sign = 1.0 if mode == "max" else -1.0
-    best: dict[str, Any] | None = None
+    found = []
     for info in infos:
         if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
             continue
@@ -560,14 +558,15 @@ def _on_disk(trial_dir: str, history: list[dict[str, Any]], mode: str) -> dict[s
             # An epoch the trial trained after its last report reached Tune: the marker
             # has its validation metrics.
             row = {"epoch": epoch, **marker["val"]}
-        if row is None:
-            continue
-        if best is None or (sign * row[SCORE_KEY], row["epoch"]) > (
-            sign * best[SCORE_KEY],
-            best["epoch"],
-        ):
-            best = {**row, "checkpoint_path": info.path}
-    return best
+        if row is not None:
+            found.append({**row, "checkpoint_path": info.path})
+    return _best_row(found, 1.0 if mode == "max" else -1.0)
+
+
+def _best_row(rows: list[dict[str, Any]], sign: float) -> dict[str, Any] | None:
+    """The best-scored row; on a tie the later epoch (Ray's checkpoint manager keeps the
+    later checkpoint, so prefer it too)."""
+    return max(rows, key=lambda h: (sign * h[SCORE_KEY], h.get("epoch", 0))) if rows else None
 
 
 def _kept_checkpoint(result: Any, sign: float) -> dict[str, Any] | None:
