@@ -21,7 +21,7 @@ from typing import Any
 from rayline.config import ParamSpec, PipelineConfig
 from rayline.data.features import FittedPreprocessor
 from rayline.data.stage import IN_PROCESS_MAX_ROWS
-from rayline.errors import Interrupted, TrainingError
+from rayline.errors import ClusterError, Interrupted, TrainingError
 from rayline.train.loop import TuneLocalSession, read_history, train_loop_per_worker
 from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
 from rayline.train.spec import LoopConfig
@@ -275,6 +275,9 @@ def _trial(
         except Exception as exc:
             raise TrainingError(f"trial {trial_id}: {_first_line(exc)}") from None
         return
+    if tune_checkpoints:
+        _ddp_trial_with_checkpoints(loop_cfg, datasets, storage_path, trial_id, mode)
+        return
     # The Train run is named after the trial, so a restored sweep's unfinished trial finds
     # its own checkpoints again.
     trainer = make_trainer(
@@ -290,6 +293,45 @@ def _trial(
     except Exception as exc:  # Ray's wrapped worker/controller errors: one line for the table
         raise TrainingError(f"trial {trial_id}: {describe_failure(exc, loop_cfg.train)}") from None
     _wait_for_last_report()
+
+
+def _ddp_trial_with_checkpoints(
+    loop_cfg: LoopConfig, datasets: Any, storage_path: str, trial_id: str, mode: str
+) -> None:
+    """A DDP trial whose every epoch reaches Tune with its checkpoint (for PBT; see
+    :mod:`rayline.train.tune_reports`), continuing from the checkpoint Tune gives it."""
+    import ray.tune
+    from ray.util.queue import Queue
+
+    from rayline.paths import filesystem
+    from rayline.train.loop import write_history_row
+    from rayline.train.tune_reports import ForwardReports, fit_reporting_checkpoints, run_name
+
+    start = ray.tune.get_checkpoint()
+    # The trial writes its history itself, with each epoch's checkpoint path (rank 0 writes
+    # its rows before Train names the checkpoint); the per-epoch files keep its lineage
+    # across the restarts PBT makes.
+    history_dir = f"{storage_path}/trial-{trial_id}/history"
+    if start is not None:
+        loop_cfg = loop_cfg.with_overrides(resume_from=start)
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = make_trainer(
+        loop_cfg,
+        datasets,
+        storage_path=storage_path,
+        name=run_name(trial_id, start),
+        mode=mode,
+        callbacks=[ForwardReports(queue)],
+    )
+    try:
+        fit_reporting_checkpoints(
+            trainer,
+            queue,
+            filesystem(storage_path)[0],
+            on_report=lambda row: write_history_row(history_dir, row),
+        )
+    except Exception as exc:  # Ray's wrapped worker/controller errors: one line for the table
+        raise TrainingError(f"trial {trial_id}: {describe_failure(exc, loop_cfg.train)}") from None
 
 
 def _wait_for_last_report(timeout_s: float = 120.0) -> None:
@@ -367,6 +409,24 @@ def run_tune(
             fits,
         )
         concurrency = fits
+    if cfg.tune.scheduler == "pbt" and total > concurrency:
+        # PBT ranks and copies among the trials alive at a boundary; Tune adds trials only
+        # as earlier ones finish, so a population that does not run at once never meets
+        # (each trial would train alone, copying nobody).
+        raise ClusterError(
+            f"tune.scheduler pbt: its population of {total} trials (tune.num_samples) must "
+            f"train at once, and {concurrency} run at once here ("
+            + (
+                f"tune.max_concurrent_trials={concurrency}"
+                if concurrency < fits
+                else f"{cpus_per_trial(cfg):g} CPUs a trial of the cluster's {cluster_cpus:g}, "
+                "one kept for Ray Data"
+                + (f"; {gpus_per_trial(cfg):g} GPUs a trial" if gpus_per_trial(cfg) else "")
+            )
+            + f"); lower tune.num_samples to {concurrency}, raise tune.max_concurrent_trials, "
+            "lower train.num_workers or train.cpus_per_worker, use train.local_mode: true "
+            "(one CPU a trial), or add resources"
+        )
     trainable = tune.with_parameters(
         _trial,
         base=base,

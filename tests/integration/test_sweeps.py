@@ -256,20 +256,23 @@ def test_grid_with_asha_runs_every_combination_once(workspace):
     assert best.trial_id in {t.trial_id for t in trials}
 
 
-def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(workspace):
-    """Synchronous PBT over two in-process trials: at epoch 2 the weaker trial copies the
-    stronger one's checkpoint (weights, optimizer) and goes on with a perturbed lr."""
+@pytest.mark.parametrize("local_mode", [True, False], ids=["in-process", "ddp"])
+def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(workspace, local_mode):
+    """Synchronous PBT over two trials: at epoch 2 the weaker trial copies the stronger
+    one's checkpoint (weights, optimizer) and goes on with a perturbed lr. The population
+    trains at once: in-process trials hold a CPU each, the DDP trials' 2 workers a quarter
+    CPU each here (1.5 CPUs a trial)."""
     _start_ray(dashboard=False)
     cfg = _cfg(
         workspace,
-        {"local_mode": True, "epochs": 3},
+        {"local_mode": local_mode, "epochs": 3, "cpus_per_worker": 1 if local_mode else 0.25},
         scheduler="pbt",
         perturbation_interval=2,
         num_samples=2,
         max_concurrent_trials=2,
         search_space={"train.lr": {"type": "loguniform", "low": 0.001, "high": 0.1}},
     )
-    best, trials = _tune(workspace, cfg, "pbt")
+    best, trials = _tune(workspace, cfg, f"pbt-{local_mode}")
     assert len(trials) == 2 and [t.error for t in trials] == [None, None]
     by_id = {t.trial_id: t for t in trials}
     copies = [
@@ -292,6 +295,13 @@ def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(works
         assert row["epoch"] == row["restored_from_epoch"] + 1
         assert row["lr"] != pytest.approx(donor_row["lr"])
     assert [r["epoch"] for r in by_id[best.trial_id].history] == [1, 2, 3]
+    if not local_mode:
+        # With a CPU per worker one trial fits: a population that cannot meet is refused
+        # before any trial trains.
+        apart = _cfg(workspace, {"epochs": 3}, scheduler="pbt", num_samples=2)
+        with pytest.raises(ClusterError, match="population of 2 trials .* 1 run at once"):
+            _tune(workspace, apart, "pbt-apart")
+        assert not (workspace / "pbt-apart" / "tune").exists()
 
 
 def test_ray_trains_own_cleaner_can_reach_this_instances_state_api(other_ray):

@@ -200,13 +200,6 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _cross_field(self) -> PipelineConfig:
         problems: list[str] = []
-        if self.tune.enabled and self.tune.scheduler == "pbt" and not self.train.local_mode:
-            problems.append(
-                "tune.scheduler: pbt needs train.local_mode: true; there each trial trains in "
-                "its own process and Tune's checkpoints carry the weights and optimizer state "
-                "that a copied trial continues from (PBT over multi-worker DDP trials is not "
-                "supported yet)"
-            )
         if self.train.elastic and (self.tune.enabled or self.train.local_mode):
             problems.append(
                 "train.num_workers: an elastic [min, max] range is for one training run on a "

@@ -616,7 +616,7 @@ class TuneConfig(_Section):
         description="'asha' stops weak trials early at rungs; 'median' stops a trial whose "
         "metric is worse than the median of the others at the same epoch; 'pbt' (Population "
         "Based Training) has weak trials continue from a strong trial's checkpoint with "
-        "perturbed train.* values (needs train.local_mode and search: random); 'fifo' runs "
+        "perturbed train.* values (needs search: random); 'fifo' runs "
         "each to the end.",
     )
     perturbation_interval: int = Field(

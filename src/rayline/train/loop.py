@@ -639,7 +639,7 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
     best_score, stale_epochs = -math.inf, 0
     local = tcfg.local_mode
     restored: dict[str, Any] = {}
-    with _restore_source(session, local, spec.checkpoint_dir) as d:
+    with _restore_source(session, local, spec.checkpoint_dir, spec.resume_from) as d:
         if d is not None:
             # A restarted worker group (or a resumed run, or a PBT trial that copies a
             # stronger one) continues exactly where that checkpoint left off.
@@ -786,14 +786,17 @@ def _sha256(path: str) -> str:
 
 
 @contextmanager
-def _restore_source(session: Any, local: bool, checkpoint_dir: str | None):
+def _restore_source(session: Any, local: bool, checkpoint_dir: str | None, resume_from: Any = None):
     """The checkpoint directory to continue from, or None for a fresh start.
 
     The session's (Ray Train's, for a restarted worker group or a rerun of the same run;
-    Tune's, for a restored sweep or PBT's copy of a stronger trial), else, in local mode,
-    the newest one rayline kept for this run.
+    Tune's, for a restored sweep or PBT's copy of a stronger trial in local mode), else the
+    one the run was told to start from (a DDP trial's copy of a stronger one), else, in
+    local mode, the newest one rayline kept for this run.
     """
     checkpoint = session.checkpoint()
+    if checkpoint is None:
+        checkpoint = resume_from
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             yield d

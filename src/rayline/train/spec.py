@@ -43,6 +43,9 @@ class LoopConfig:
             epoch's ``data_wait_s`` and ``compute_s`` are exact on CUDA
             (:class:`rayline.train.loop.StepClock`); ``rayline bench scaling`` sets it.
             Off in normal training: the syncs would cost throughput. No effect on CPU.
+        resume_from: A checkpoint (``ray.train.Checkpoint``) the run starts from when Ray
+            Train has none of its own for it: a DDP trial that PBT had copy a stronger
+            one (Train V2 takes no ``resume_from_checkpoint``; see :mod:`rayline.tune`).
     """
 
     model: ModelConfig
@@ -62,6 +65,7 @@ class LoopConfig:
     #: multiple of every worker count it may run with); the LR schedule counts the steps
     #: they add. Set by :func:`rayline.train.trainer.make_trainer`.
     pad_rows: int = 0
+    resume_from: Any = None
 
     def preprocessor(self) -> FittedPreprocessor:
         """The fitted preprocessor (parsed from :attr:`prep_json`)."""
