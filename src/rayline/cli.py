@@ -398,14 +398,15 @@ def schema_infer(
     with _command(verbose) as con:
         from rayline.config import RuntimeConfig
         from rayline.data.infer import infer_schema, schema_yaml
-        from rayline.runtime import init_ray
 
         if fmt not in FORMATS:
             raise ConfigError(
                 [f"--format: '{fmt}' is not a format rayline reads; use {', '.join(FORMATS)}"]
             )
-        init_ray(RuntimeConfig(log_to_driver=verbose))
-        schema, rows = infer_schema(data, fmt, endpoint_url, max_categories)
+        # Ray starts only for an input too large to summarise in this process.
+        schema, rows = infer_schema(
+            data, fmt, endpoint_url, max_categories, RuntimeConfig(log_to_driver=verbose)
+        )
         _echo(con, schema_yaml(schema, " ".join(data), rows), nl=False)
 
 

@@ -92,9 +92,11 @@ def _staged(report, split: str) -> pd.DataFrame:
     return pd.read_parquet(f"{report.staged_path}/{SPLIT_COL}={split}")
 
 
+@pytest.mark.parametrize("where", WHERE)
 def test_jsonl_and_csv_keep_every_row_and_name_the_source_of_bad_ones(
-    s3_endpoint, ray_session, tmp_path
+    s3_endpoint, ray_session, tmp_path, where, caplog
 ):
+    caplog.set_level(logging.INFO, logger="rayline.data.stage")
     df = make_table(300)
     d = tmp_path / "jsonl"
     d.mkdir()
@@ -103,7 +105,8 @@ def test_jsonl_and_csv_keep_every_row_and_name_the_source_of_bad_ones(
     lines[20] = lines[20].replace('"plan":"', '"plan":"gold').replace("gold", "gold", 1)
     (d / "a.jsonl").write_text("\n".join(lines[:150]) + "\n")
     (d / "b.jsonl").write_text("\n".join(lines[150:]) + "\n")
-    report = run_validation(validate_config(_cfg(str(d), str(tmp_path / "runs"))))
+    report = run_validation(validate_config(_cfg(str(d), str(tmp_path / "runs"), where)))
+    assert ("bytes of json in this process" in caplog.text) == (where == "in_process")
     assert report.rows_in == 300 == report.rows_ok + report.rows_quarantined
     assert report.rows_quarantined == 2
     assert report.rule_counts == {"plan.allowed": 1, "row.unreadable": 1}
@@ -120,10 +123,10 @@ def test_jsonl_and_csv_keep_every_row_and_name_the_source_of_bad_ones(
     text = df.to_csv(index=False).splitlines()
     text[5] = text[5] + ",extra"  # one row with a field too many
     (c / "t.csv").write_text("\n".join(text) + "\n")
-    report = run_validation(validate_config(_cfg(str(c), str(tmp_path / "runs2"))))
+    report = run_validation(validate_config(_cfg(str(c), str(tmp_path / "runs2"), where)))
     assert report.rows_in == 300 and report.rule_counts == {"row.unreadable": 1}
 
-    raw = _cfg(str(c), str(tmp_path / "runs3"))
+    raw = _cfg(str(c), str(tmp_path / "runs3"), where)
     raw["data"]["on_unreadable_row"] = "fail"
     with pytest.raises(DataSourceError, match=r"t\.csv line 6: expected 6 fields, got 7") as e:
         run_validation(validate_config(raw))

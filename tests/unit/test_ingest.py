@@ -274,3 +274,16 @@ def test_hive_tree_resolves_every_partition_file(tmp_path):
         "year=2024/region=eu/a.parquet",
         "year=2025/region=us/b.parquet",
     ]
+
+
+def test_the_unique_checks_group_by_has_a_partition_per_256_mib_of_input(tmp_path, monkeypatch):
+    from rayline.data import stage
+
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "b.csv").write_text("x\n2\n")
+    sources = resolve_sources(str(tmp_path / "*.csv"))
+    assert stage.shuffle_partitions(sources) == 1  # not Ray Data's 200 for two tiny files
+    monkeypatch.setattr(stage, "SHUFFLE_PARTITION_BYTES", 4)
+    assert stage.shuffle_partitions(sources) == 2  # 8 bytes in all, 4 a partition
+    monkeypatch.setattr(stage, "SHUFFLE_PARTITION_BYTES", 1e-6)
+    assert stage.shuffle_partitions(sources) == 200  # never past Ray Data's default

@@ -164,14 +164,31 @@ def infer_schema(
     fmt: str = "auto",
     endpoint_url: str | None = None,
     max_categories: int = 20,
+    runtime: Any = None,
 ) -> tuple[dict[str, Any], int]:
-    """The ``schema`` config section inferred from the data, and the number of rows read."""
+    """The ``schema`` config section inferred from the data, and the number of rows read.
+
+    A small input (:func:`rayline.data.stage.small_input_frame`) is read in this process; a
+    larger one by a Ray Data job, on the Ray that ``runtime`` (a ``RuntimeConfig``; the
+    defaults when None) starts or joins.
+    """
     sources = resolve_sources(paths, fmt, endpoint_url)
     columns, native = _columns_of(sources)
-    ds = read_dataset(sources, columns)
-    parts = ds.map_batches(
-        summarize_batch, fn_kwargs={"columns": columns}, batch_format="pandas"
-    ).take_all()
+    from rayline.data.stage import small_input_frame
+
+    frame = small_input_frame(sources, columns)
+    if frame is not None:
+        # A small input is summarised here, without starting Ray (as staging does).
+        parts = summarize_batch(frame, columns).to_dict("records")
+    else:
+        from rayline.config import RuntimeConfig
+        from rayline.runtime import init_ray
+
+        init_ray(runtime or RuntimeConfig())
+        ds = read_dataset(sources, columns)
+        parts = ds.map_batches(
+            summarize_batch, fn_kwargs={"columns": columns}, batch_format="pandas"
+        ).take_all()
     merged = merge_summaries(parts)
     specs = {
         c: column_spec(merged[c], native.get(c), max_categories) for c in columns if c in merged

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -135,7 +136,30 @@ def _key_values(batch: pd.DataFrame, column: str, kind: str) -> pd.DataFrame:
     return pd.DataFrame({column: values[keep].reset_index(drop=True)})
 
 
-def _duplicated_values(ds: Any, cfg: PipelineConfig) -> dict[str, set]:
+#: Input bytes per hash partition of the ``unique`` check's group-by (a partition holds
+#: only the key column's values, a fraction of the rows' bytes).
+SHUFFLE_PARTITION_BYTES = 256 * 2**20
+
+
+def shuffle_partitions(sources: SourceFiles) -> int:
+    """Hash partitions for a group-by over ``sources``: one per
+    :data:`SHUFFLE_PARTITION_BYTES` of input, at least 1, at most Ray Data's default.
+
+    Ray Data's default (200 partitions, each an aggregator's share) made the check of a
+    300-row file take 3-7 s on 2 cores; one partition does it in 0.1 s.
+    """
+    import ray.data
+
+    most = ray.data.DataContext.get_current().default_hash_shuffle_parallelism
+    try:
+        infos = sources.filesystem.get_file_info(list(sources.files))
+        size = sum(max(0, info.size or 0) for info in infos)
+    except OSError:
+        return most
+    return max(1, min(most, math.ceil(size / SHUFFLE_PARTITION_BYTES)))
+
+
+def _duplicated_values(ds: Any, cfg: PipelineConfig, partitions: int | None = None):
     """For each ``unique`` column, the values that occur more than once in the input."""
     out: dict[str, set] = {}
     for col, spec in cfg.schema_.columns.items():
@@ -145,7 +169,7 @@ def _duplicated_values(ds: Any, cfg: PipelineConfig) -> dict[str, set]:
             ds.map_batches(
                 _key_values, fn_kwargs={"column": col, "kind": spec.type}, batch_format="pandas"
             )
-            .groupby(col)
+            .groupby(col, num_partitions=partitions)
             .count()
             .map_batches(_repeated, batch_format="pandas")
         )
@@ -307,9 +331,78 @@ def _reason_counts(reasons, rules, limit: int = 10) -> tuple[list[dict[str, Any]
     return top, dict(sorted(rule_counts.items(), key=lambda p: (-p[1], p[0])))
 
 
+#: A CSV or JSON Lines input is small enough to stage in-process when it holds at most
+#: this many bytes per row of ``runtime.in_process_max_rows`` (12.8 MB at the default).
+TEXT_BYTES_PER_ROW = 64
+
+
+def text_in_process_bytes(cfg: PipelineConfig) -> int:
+    """The largest CSV / JSON Lines input (bytes) staged in this process."""
+    return cfg.runtime.in_process_max_rows * TEXT_BYTES_PER_ROW
+
+
+def _text_bytes(sources: SourceFiles) -> int | None:
+    """The input's size for a text format (None for Parquet, or when sizes are unknown)."""
+    if sources.format == "parquet":
+        return None
+    try:
+        infos = sources.filesystem.get_file_info(list(sources.files))
+    except OSError:
+        return None
+    if any(info.size is None for info in infos):
+        return None
+    return sum(int(info.size) for info in infos)
+
+
+def _read_text_frame(sources: SourceFiles, columns: list[str], on_unreadable: str):
+    """Every source file read as the Ray Data path reads it (``read_dataset``), in this
+    process: text columns, each malformed row kept as an unreadable row, hive partition
+    values filled in."""
+    from rayline.data.readers import fill_partition_values, parse_csv, parse_jsonl
+
+    tables = []
+    for path in sources.files:
+        source = sources.display(path)
+        with sources.filesystem.open_input_stream(path) as f:
+            if sources.format == "csv":
+                parts = list(parse_csv(f, source, columns, on_unreadable=on_unreadable))
+            else:
+                parts = [parse_jsonl(f.read(), source, columns, on_unreadable=on_unreadable)]
+        fill = hive_values(path)
+        tables += [fill_partition_values(t, fill) for t in parts if t.num_rows]
+    if not tables:
+        return pd.DataFrame(columns=columns)
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def small_input_frame(
+    sources: SourceFiles,
+    columns: list[str],
+    on_unreadable: str = "quarantine",
+    max_rows: int | None = None,
+) -> pd.DataFrame | None:
+    """``columns`` of every source file read in this process, when the input is small (at
+    most ``max_rows`` Parquet rows, or :data:`TEXT_BYTES_PER_ROW` bytes a row of CSV or
+    JSON Lines; :data:`IN_PROCESS_MAX_ROWS` by default); None for a larger input, which
+    takes a Ray Data job."""
+    max_rows = IN_PROCESS_MAX_ROWS if max_rows is None else max_rows
+    if sources.format == "parquet":
+        counts = _source_row_counts(sources) or {}
+        if sum(counts.values()) > max_rows:
+            return None
+        return _read_parquet_frame(sources, columns)
+    size = _text_bytes(sources)
+    if size is None or size > max_rows * TEXT_BYTES_PER_ROW:
+        return None
+    return _read_text_frame(sources, columns, on_unreadable)
+
+
 def _stage_in_process(cfg: PipelineConfig, sources: SourceFiles) -> pa.Table:
-    """Staging's pass over a small Parquet input in this process: the staged rows as Arrow."""
-    frame = _read_parquet_frame(sources, list(cfg.schema_.columns))
+    """Staging's pass over a small input in this process: the staged rows as Arrow."""
+    if sources.format == "parquet":
+        frame = _read_parquet_frame(sources, list(cfg.schema_.columns))
+    else:
+        frame = _read_text_frame(sources, list(cfg.schema_.columns), cfg.data.on_unreadable_row)
     duplicates = _duplicated_in_frame(frame, cfg)
     return _StageBatch(cfg, sources.display_names(), duplicates)(frame)
 
@@ -453,14 +546,25 @@ def stage(
             fs.delete_dir(inner)
         fs.create_dir(inner, recursive=True)
         total = sum(source_rows.values()) if source_rows is not None else None
-        if total is not None and total <= cfg.runtime.in_process_max_rows:
-            # A small Parquet input: the same validation and split in this process, with
-            # pyarrow, instead of a Ray Data job whose task workers take seconds to start.
-            log.info(
-                "staging %d rows in this process (runtime.in_process_max_rows=%d)",
-                total,
-                cfg.runtime.in_process_max_rows,
-            )
+        text_bytes = _text_bytes(sources) if source_rows is None else None
+        small_text = text_bytes is not None and text_bytes <= text_in_process_bytes(cfg)
+        if small_text or (total is not None and total <= cfg.runtime.in_process_max_rows):
+            # A small input: the same validation and split in this process, with pyarrow
+            # (and rayline's own CSV / JSON Lines parsers), instead of a Ray Data job whose
+            # task workers take seconds to start.
+            if small_text:
+                log.info(
+                    "staging %d bytes of %s in this process (runtime.in_process_max_rows=%d)",
+                    text_bytes,
+                    sources.format,
+                    cfg.runtime.in_process_max_rows,
+                )
+            else:
+                log.info(
+                    "staging %d rows in this process (runtime.in_process_max_rows=%d)",
+                    total,
+                    cfg.runtime.in_process_max_rows,
+                )
             table = _stage_in_process(cfg, sources)
             pq.write_to_dataset(table, inner, partition_cols=[SPLIT_COL], filesystem=fs)
             counts = _partition_counts(fs, inner)
@@ -474,7 +578,7 @@ def stage(
             init_ray(cfg.runtime)  # `rayline validate` starts Ray only for this path
             ds = read_dataset(sources, list(columns), cfg.data.on_unreadable_row)
             try:
-                duplicates = _duplicated_values(ds, cfg)
+                duplicates = _duplicated_values(ds, cfg, shuffle_partitions(sources))
                 staged_ds = ds.map_batches(
                     _StageBatch(cfg, sources.display_names(), duplicates), batch_format="pandas"
                 )
