@@ -232,14 +232,16 @@ stop() {
     fi
     rm -f "$f"
   done
+  # Up to 10 s to exit after TERM (as `ray stop`'s grace period), then KILL what is left
+  # (a node's process group can keep members that never answer TERM).
   local tries left
-  for ((tries = 0; tries < 30; tries++)); do
+  for ((tries = 0; tries < 20; tries++)); do
     left=0
     for pid in ${pgids[@]+"${pgids[@]}"}; do
       pgrep -g "$pid" >/dev/null 2>&1 && left=1
     done
     [[ "$left" == 0 ]] && break
-    sleep 1
+    sleep 0.5
   done
   for pid in ${pgids[@]+"${pgids[@]}"}; do
     pkill -KILL -g "$pid" 2>/dev/null || true

@@ -212,7 +212,7 @@ def test_worse_model_leaves_the_champion_where_it_was(first_run, workspace):
         client.delete_model_version_tag("churn", first.model_version, tag)
     worse = _cfg(
         workspace,
-        train={"epochs": 1, "lr": 1e-6, "num_workers": 2, "metric": "log_loss"},
+        train={"epochs": 1, "lr": 1e-6, "local_mode": True, "metric": "log_loss"},
         evaluate={"baseline": False, "bootstrap": 100},
         gate={"confidence": 0.95},
         runtime={"run_name": "worse"},
@@ -250,7 +250,7 @@ def test_rerun_with_the_same_run_name_resumes_and_refuses_a_changed_config(
 ):
     cfg = _cfg(
         workspace,
-        train={"epochs": 2, "num_workers": 1, "metric": "log_loss"},
+        train={"epochs": 2, "local_mode": True, "metric": "log_loss"},
         evaluate={"baseline": False},
         runtime={"run_name": "resumable"},
     )
@@ -327,7 +327,7 @@ def test_regression_pipeline(ray_session, workspace, tmp_path):
     raw["schema"]["columns"]["spend"] = {"type": "float"}
     raw["data"]["target"] = "spend"
     raw["model"] = {"task": "regression", "hidden_sizes": [16]}
-    raw["train"] = {"epochs": 4, "lr": 0.01, "num_workers": 1, "metric": "rmse"}
+    raw["train"] = {"epochs": 4, "lr": 0.01, "local_mode": True, "metric": "rmse"}
     raw["gate"] = {"thresholds": {"r2": {"min": 0.5}}}
     raw["registry"] = {
         "tracking_uri": workspace["tracking"],
@@ -404,7 +404,7 @@ def test_drift_marked_fail_rejects_the_challenger(first_run, workspace, tmp_path
     cfg = _cfg(
         workspace,
         data={"path": str(data)},
-        train={"epochs": 1},
+        train={"epochs": 1, "local_mode": True},
         evaluate={"baseline": False},
         drift={"columns": {"income": {"psi": 0.25, "action": "fail"}}},
         runtime={"run_name": "shifted"},
