@@ -5,7 +5,8 @@ The task: points in 4 dimensions labelled by which side of a curved surface they
 (``sum(sin(2 x_i)) > 0``). A narrow MLP cannot bend enough and a bad learning rate either
 crawls or diverges, so the search space ``train.lr`` (log-uniform) x ``model.hidden_sizes``
 (``[4]`` .. ``[64, 64]``) has a real optimum. Every sweep has the same budget: ``--trials``
-trials of ``--epochs`` epochs, drawn with the same seed; trials run in-process
+trials of ``--epochs`` epochs (27 x 9 by default: ASHA pays where good configurations are
+a few among many), drawn with the same seed; trials run in-process
 (``train.local_mode``), so an epoch, not a trial's start-up, is what a trial costs, and
 ASHA's saved epochs show up as saved time.
 
@@ -73,6 +74,25 @@ def make_table(rows: int, cols: int = COLS, seed: int = 0) -> pd.DataFrame:
     return df
 
 
+#: Validation accuracies at which time to target is also reported (``--target`` is the
+#: headline one). In this space about half of the trials reach 0.96, a third 0.97 and a
+#: few 0.975 (seed 0, 27 trials of 9 epochs): the higher the target, the rarer the
+#: configurations that reach it, which is where early stopping pays.
+TARGETS = (0.9, 0.95, 0.96, 0.97, 0.975)
+
+
+def _median_ratio(runs: list[dict[str, Any]], name: str, base: str, target: str) -> float | None:
+    pairs = [
+        (a["time_to_target_by_target_s"][target], b["time_to_target_by_target_s"][target])
+        for a in runs
+        if a["search"] == name
+        for b in runs
+        if b["search"] == base and b["seed"] == a["seed"]
+    ]
+    ratios = [x / y for x, y in pairs if x is not None and y]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
 def config(data_dir: Path, storage: Path, search: dict[str, str], seed: int, args) -> dict:
     cols = {f"f{i}": {"type": "float"} for i in range(COLS)}
     return {
@@ -126,6 +146,10 @@ def run_search(name: str, seed: int, staged, prep, root: Path, args) -> dict[str
     rows = [r for t in trials for r in t.history]
     hits = [r["wall_time"] for r in rows if r.get("val_accuracy", 0) >= args.target]
     ttt = (min(hits) - started) if hits else wall
+    by_target = {}
+    for target in TARGETS:
+        reached = [r["wall_time"] for r in rows if r.get("val_accuracy", 0) >= target]
+        by_target[str(target)] = (min(reached) - started) if reached else None
     trial_walls, startups = [], []
     for t in trials:
         if not t.history:
@@ -139,6 +163,7 @@ def run_search(name: str, seed: int, staged, prep, root: Path, args) -> dict[str
         "seed": seed,
         "wall_s": wall,
         "time_to_target_s": ttt,
+        "time_to_target_by_target_s": by_target,
         "reached_target": bool(hits),
         "best_val_accuracy": max((r.get("val_accuracy", 0.0) for r in rows), default=0.0),
         "epochs_trained": epochs,
@@ -152,10 +177,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, 6 trials, 6 epochs")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=9)
+    parser.add_argument("--trials", type=int, default=27)
     parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--target", type=float, default=0.9, help="validation accuracy")
+    parser.add_argument("--target", type=float, default=0.97, help="validation accuracy")
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--ray-cpus", type=int, default=8)
     args = parser.parse_args()
@@ -222,6 +247,13 @@ def main() -> int:
         "per_trial_startup_s": round(statistics.median(r["startup_s"] for r in runs), 2),
         "epochs_trained": {n: sum(per_seed(n, "epochs_trained")) for n in SEARCHES},
         "targets_reached": {n: sum(per_seed(n, "reached_target")) for n in SEARCHES},
+        # ASHA against random at other targets (median over the seeds where both reach it).
+        "asha_time_to_target_ratio_by_target": {
+            str(t): _median_ratio(runs, "asha", "random", str(t)) for t in TARGETS
+        },
+        "optuna_asha_time_to_target_ratio_by_target": {
+            str(t): _median_ratio(runs, "optuna_asha", "random", str(t)) for t in TARGETS
+        },
     }
     print(json.dumps(summary))
     return 0

@@ -308,9 +308,19 @@ def test_profile_in_one_pass_matches_pandas(ray_session):
     assert plan.top == df["plan"].value_counts().to_dict() and plan.other_count == 0
 
 
-def test_transform_chains_are_fitted_in_rounds_on_the_train_rows(ray_session):
-    import numpy as np
+def _split(df, where):
+    """The train split as the features stage hands it to the fit: a Ray Dataset, or a
+    LocalSplit for a small one (the same statistics, no Ray Data job)."""
     import ray.data
+
+    from rayline.data.features import LocalSplit
+
+    return ray.data.from_pandas(df) if where == "ray_data" else LocalSplit(df)
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_transform_chains_are_fitted_in_rounds_on_the_train_rows(ray_session, where):
+    import numpy as np
 
     from rayline.data.features import fit_from_config
 
@@ -327,7 +337,7 @@ def test_transform_chains_are_fitted_in_rounds_on_the_train_rows(ray_session):
         },
         "derived": {"ratio": "income / (age + 1)"},
     }
-    prep = fit_from_config(validate_config(raw), ray.data.from_pandas(df))
+    prep = fit_from_config(validate_config(raw), _split(df, where))
     imp, clip, std = prep.chains["income"]
     inc = df["income"]
     assert abs((inc.dropna() < imp["fill"]).mean() - 0.5) < 0.02  # median, within sketch error
@@ -344,9 +354,9 @@ def test_transform_chains_are_fitted_in_rounds_on_the_train_rows(ray_session):
     np.testing.assert_allclose(x[:, prep.feature_names.index("income")], expected, rtol=1e-5)
 
 
-def test_stateful_user_transform_is_fitted_on_train_rows_and_replayed(ray_session):
+@pytest.mark.parametrize("where", WHERE)
+def test_stateful_user_transform_is_fitted_on_train_rows_and_replayed(ray_session, where):
     import numpy as np
-    import ray.data
 
     from rayline.data.features import FittedPreprocessor, fit_from_config
 
@@ -360,7 +370,7 @@ def test_stateful_user_transform_is_fitted_on_train_rows_and_replayed(ray_sessio
         "numeric": ["age", "is_pro", "income_vs_plan"],
         "categorical": ["plan"],
     }
-    prep = fit_from_config(validate_config(raw), ray.data.from_pandas(df))
+    prep = fit_from_config(validate_config(raw), _split(df, where))
     means = prep.user_state["tests.integration.feature_fns:IncomeVsPlan"]["means"]
     expected = df.dropna(subset=["income"]).groupby("plan")["income"].mean().to_dict()
     assert means == pytest.approx(expected)
@@ -372,3 +382,34 @@ def test_stateful_user_transform_is_fitted_on_train_rows_and_replayed(ray_sessio
     spec = next(c for c in prep.numeric if c["name"] == "income_vs_plan")
     value = (row["income"] - expected[row["plan"]] - spec["mean"]) / spec["std"]
     assert prep.transform(df.head(1))[0, col] == pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def test_a_small_split_is_fitted_in_process_to_the_same_preprocessor(ray_session):
+    """The features stage fits a small split in this process (LocalSplit): imputation,
+    scaling (a bool and a nullable float among the columns), vocabularies, and the class
+    list taken from every row, as a Ray Data job fits them."""
+    import json as _json
+
+    import ray.data
+
+    from rayline.data.features import LocalSplit, fit_from_config
+
+    df = make_table(400, seed=7)
+    raw = base_config("unused", "unused")
+    del raw["schema"]["columns"]["churned"]["allowed"]  # classes come from every row
+    cfg = validate_config(raw)
+    train, rest = df.iloc[:300].reset_index(drop=True), df.iloc[300:].reset_index(drop=True)
+    by_ray = fit_from_config(
+        cfg,
+        ray.data.from_pandas(train),
+        ray.data.from_pandas(train).union(ray.data.from_pandas(rest)),
+    )
+    here = fit_from_config(cfg, LocalSplit(train), LocalSplit(train).union(LocalSplit(rest)))
+    a, b = _json.loads(by_ray.to_json()), _json.loads(here.to_json())
+    assert b["classes"] == a["classes"] and b["categorical"] == a["categorical"]
+    assert [c["name"] for c in b["numeric"]] == [c["name"] for c in a["numeric"]]
+    for x, y in zip(a["numeric"], b["numeric"], strict=True):
+        assert y == {
+            k: v if isinstance(v, str) else pytest.approx(v, rel=1e-9) for k, v in x.items()
+        }
+    assert LocalSplit(train).count() == 300

@@ -40,29 +40,36 @@ def _table(n: int = 4000) -> pd.DataFrame:
     return df
 
 
-def _count_aggregate_calls(monkeypatch) -> list[int]:
-    import ray.data
-
+def _count_aggregate_calls(monkeypatch, cls) -> list[int]:
     calls: list[int] = []
-    original = ray.data.Dataset.aggregate
+    original = cls.aggregate
 
     def counting(self, *aggs):
         calls.append(len(aggs))
         return original(self, *aggs)
 
-    monkeypatch.setattr(ray.data.Dataset, "aggregate", counting)
+    monkeypatch.setattr(cls, "aggregate", counting)
     return calls
 
 
-def test_profile_matches_pandas_in_one_aggregate_pass(ray_session, monkeypatch):
+@pytest.mark.parametrize("where", ["ray_data", "in_process"])
+def test_profile_matches_pandas_in_one_aggregate_pass(ray_session, monkeypatch, where):
+    """A Ray Dataset, or a small split in this process (the profile stage's LocalSplit):
+    the same statistics from the same aggregations."""
     import ray.data
 
+    from rayline.data.features import LocalSplit
     from rayline.data.profile import QUANTILES, Profile, compute_profile
 
     df = _table()
-    # Four blocks, so the per-block partial aggregates really are combined.
-    ds = ray.data.from_pandas([df.iloc[i::4] for i in range(4)])
-    calls = _count_aggregate_calls(monkeypatch)
+    if where == "ray_data":
+        # Four blocks, so the per-block partial aggregates really are combined.
+        ds = ray.data.from_pandas([df.iloc[i::4] for i in range(4)])
+    else:
+        ds = LocalSplit(df)
+    calls = _count_aggregate_calls(
+        monkeypatch, ray.data.Dataset if where == "ray_data" else LocalSplit
+    )
     prof = compute_profile(ds, TYPES, top_k=100)
     assert len(calls) == 1, "the profile must take exactly one Dataset.aggregate pass"
     assert prof.rows == len(df)

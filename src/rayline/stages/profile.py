@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rayline.data import stage
 from rayline.run import read_text, write_text
 from rayline.stages.base import Stage
 
@@ -41,10 +40,12 @@ class Profile(Stage):
 
     def compute(self, run, inputs, out) -> ProfileResult:
         from rayline.data.profile import compute_profile
+        from rayline.stages.features import train_split
 
         types = {c: s.type for c, s in run.cfg.schema_.columns.items()}
         staged = inputs["validate+split"].staged_path
-        current = compute_profile(stage.read_split(staged, "train"), types)
+        # A small split is profiled in this process (the same aggregations, no Ray Data job).
+        current = compute_profile(train_split(staged, run.cfg.runtime.in_process_max_rows), types)
         write_text(f"{out}/{FILE}", current.to_json())
         return ProfileResult(current)
 
