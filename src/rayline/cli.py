@@ -552,7 +552,8 @@ def submit(
             "--shared-fs/--no-shared-fs",
             help="The cluster's nodes see this machine's files (a loopback cluster, NFS): "
             "relative data, storage and MLflow paths are made absolute here. Default: on for a "
-            "loopback address; off refuses relative paths.",
+            "loopback address whose nodes all run on this machine (not a port-forward); off "
+            "refuses relative paths.",
         ),
     ] = None,
     working_dir: Annotated[
@@ -607,11 +608,27 @@ def _submit_job(
     code = 0
     with _user_errors(verbose), sub.quiet_ray_client(verbose):
         url = sub.jobs_address(address)
+
+        def shares_filesystem() -> bool:
+            """--shared-fs by default on a loopback address whose nodes are this machine."""
+            if not sub.is_loopback(url):
+                return False
+            hosts = sub.node_hostnames(sub.client(url))
+            shared = sub.shares_filesystem(url, hosts)
+            if not shared and hosts:
+                typer.echo(
+                    f"{url} is a loopback address, but the cluster's nodes are "
+                    f"{', '.join(sorted(set(hosts)))}, not this machine (a port-forward?): "
+                    "relative paths are not resolved here (--shared-fs overrides)",
+                    err=True,
+                )
+            return shared
+
         job = sub.prepare(
             config,
             overrides or [],
             address=url,
-            shared_fs=shared_fs,
+            shared_fs=shared_fs if shared_fs is not None else shares_filesystem,
             working_dir=working_dir,
             fail_on_reject=fail_on_reject,
             command=command,

@@ -9,7 +9,8 @@ and ``submit`` (the README's table, :data:`EXIT_CODES`).
 
 Relative paths in the config would resolve inside that temporary copy and be lost with it.
 So they are made absolute here when the cluster shares this machine's filesystem
-(``--shared-fs``, the default for a loopback address), and refused, naming the key and the
+(``--shared-fs``, the default for a loopback address whose nodes all run on this machine:
+:func:`shares_filesystem`), and refused, naming the key and the
 fix, when it does not.
 
 The Ray token (token auth) is sent as an ``Authorization`` header read from
@@ -112,6 +113,34 @@ def jobs_address(address: str | None) -> str:
 
 def is_loopback(address: str) -> bool:
     return (urlparse(address).hostname or "") in LOOPBACK
+
+
+def node_hostnames(client_: Any) -> list[str] | None:
+    """The hostnames of the cluster's nodes, from the dashboard's node summary (the server
+    that serves the Jobs API); None when it does not say."""
+    try:
+        response = client_._do_request("GET", "/nodes?view=summary")
+        if response.status_code != 200:
+            return None
+        rows = response.json()["data"]["summary"]
+    except Exception:  # noqa: BLE001 - an older or a proxied dashboard: we cannot tell
+        return None
+    names = [str(row.get("hostname") or "") for row in rows if isinstance(row, dict)]
+    return [n for n in names if n] or None
+
+
+def shares_filesystem(address: str, hostnames: list[str] | None) -> bool:
+    """The default of ``--shared-fs``: a loopback address whose nodes all run on this
+    machine (a ``ray start`` cluster here). A loopback address whose nodes are other hosts
+    is a port-forward (``kubectl port-forward``, an SSH tunnel) to a remote cluster, which
+    sees none of this machine's files. When the cluster does not say, loopback decides."""
+    if not is_loopback(address):
+        return False
+    if hostnames is None:
+        return True
+    import socket
+
+    return all(name == socket.gethostname() for name in hostnames)
 
 
 def find_token() -> tuple[str | None, str]:
@@ -247,7 +276,7 @@ def prepare(
     overrides: list[str],
     *,
     address: str,
-    shared_fs: bool | None = None,
+    shared_fs: bool | Callable[[], bool] | None = None,
     working_dir: str | None = None,
     fail_on_reject: bool = False,
     submission_id: str | None = None,
@@ -257,7 +286,9 @@ def prepare(
     """Validate the config here and build the job; relative paths resolved or refused.
 
     The job runs ``python -m rayline <command> CONFIG <overrides> <extra_args>``: the
-    pipeline (``run``) or, e.g., ``bench scaling`` with its options.
+    pipeline (``run``) or, e.g., ``bench scaling`` with its options. ``shared_fs`` may be a
+    function that tells (:func:`shares_filesystem`, which asks the cluster); it is called
+    only when the config has relative paths, once the config has validated.
 
     Raises:
         ConfigError: the config or an override is invalid, the config file is outside the
@@ -278,12 +309,15 @@ def prepare(
                 "the config, or pass --working-dir"
             ]
         ) from None
+    relative = _relative_paths(cfg)
     if shared_fs is None:
         shared_fs = is_loopback(address)
+    elif callable(shared_fs):
+        shared_fs = bool(relative) and shared_fs()
     base = Path(os.getcwd()).resolve()
     resolved: list[str] = []
     problems: list[str] = []
-    for key, value, absolute in _relative_paths(cfg):
+    for key, value, absolute in relative:
         if shared_fs:
             resolved.append(f"{key}={absolute(base)}")
         else:

@@ -85,6 +85,35 @@ def test_no_shared_fs_on_loopback_refuses_too(project):
         sub.prepare("conf/p.yaml", [], address="http://127.0.0.1:8265", shared_fs=False)
 
 
+def test_a_loopback_address_to_other_hosts_is_a_port_forward_not_a_shared_filesystem():
+    here = socket.gethostname()
+    assert sub.shares_filesystem("http://127.0.0.1:8265", [here, here])
+    assert sub.shares_filesystem("http://localhost:8265", None)  # the cluster did not say
+    # kubectl port-forward to a KubeRay head: loopback here, pods there.
+    assert not sub.shares_filesystem("http://127.0.0.1:8265", ["raycluster-head-x7k2p"])
+    assert not sub.shares_filesystem("http://127.0.0.1:8265", [here, "worker-2"])
+    assert not sub.shares_filesystem("http://ray-head.internal:8265", [here])
+
+
+def test_shared_fs_is_asked_only_when_the_config_has_relative_paths(project):
+    asked: list[bool] = []
+
+    def remote() -> bool:
+        asked.append(True)
+        return False
+
+    with pytest.raises(ConfigError, match="--shared-fs"):
+        sub.prepare("conf/p.yaml", [], address="http://127.0.0.1:8265", shared_fs=remote)
+    assert asked == [True]
+    absolute = [
+        f"data.path={project / 'data'}",
+        f"runtime.storage_path={project / 'runs'}",
+        "registry.tracking_uri=http://mlflow:5000",
+    ]
+    s = sub.prepare("conf/p.yaml", absolute, address="http://127.0.0.1:8265", shared_fs=remote)
+    assert asked == [True] and s.resolved == []  # nothing to resolve: the cluster not asked
+
+
 def test_the_config_must_lie_inside_the_uploaded_working_directory(project, tmp_path_factory):
     other = tmp_path_factory.mktemp("elsewhere")
     with pytest.raises(ConfigError, match="outside the working directory"):
