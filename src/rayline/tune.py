@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -488,7 +489,9 @@ def run_tune(
             ),
         )
     log.info("tuning: %d trials (%s search), %d at a time", total, cfg.tune.search, concurrency)
-    with _interrupt_watch() as interrupted:
+    with _interrupt_watch() as interrupted, warnings.catch_warnings():
+        # DDP trials keep a fresh actor each on purpose (see reuse_actors above).
+        warnings.filterwarnings("ignore", "Consider boosting PBT performance", UserWarning)
         try:
             grid = tuner.fit()
         finally:
