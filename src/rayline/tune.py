@@ -181,6 +181,38 @@ def pbt_mutations(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     return mutations
 
 
+def pbt_population_problem(
+    cfg: PipelineConfig, total: int, concurrency: int, fits: int, cluster_cpus: float
+) -> str | None:
+    """Why a PBT sweep cannot run as configured, or None.
+
+    PBT ranks and copies among the trials alive at a boundary, and Tune adds trials only as
+    earlier ones finish; a population that does not train at once never meets (each trial
+    would train alone, copying nobody). ``concurrency`` is what will run at once, ``fits``
+    what the cluster holds.
+    """
+    if cfg.tune.scheduler != "pbt" or total <= concurrency:
+        return None
+    if concurrency < fits:
+        why = f"tune.max_concurrent_trials={concurrency}"
+        fixes = f"raise tune.max_concurrent_trials to {min(total, fits)}"
+    else:
+        why = (
+            f"{cpus_per_trial(cfg):g} CPUs a trial of the cluster's {cluster_cpus:g}, one kept "
+            "for Ray Data"
+            + (f"; {gpus_per_trial(cfg):g} GPUs a trial" if gpus_per_trial(cfg) else "")
+        )
+        fixes = (
+            "lower train.num_workers or train.cpus_per_worker, use train.local_mode: true "
+            "(one CPU a trial), or add resources"
+        )
+    return (
+        f"tune.scheduler pbt: its population of {total} trials (tune.num_samples) must train "
+        f"at once, and {concurrency} run at once here ({why}); lower tune.num_samples to "
+        f"{concurrency}, or {fixes}"
+    )
+
+
 #: CPUs a trial's own function holds beside its training workers (Tune's default).
 TRIAL_CPUS = 1.0
 
@@ -410,24 +442,9 @@ def run_tune(
             fits,
         )
         concurrency = fits
-    if cfg.tune.scheduler == "pbt" and total > concurrency:
-        # PBT ranks and copies among the trials alive at a boundary; Tune adds trials only
-        # as earlier ones finish, so a population that does not run at once never meets
-        # (each trial would train alone, copying nobody).
-        raise ClusterError(
-            f"tune.scheduler pbt: its population of {total} trials (tune.num_samples) must "
-            f"train at once, and {concurrency} run at once here ("
-            + (
-                f"tune.max_concurrent_trials={concurrency}"
-                if concurrency < fits
-                else f"{cpus_per_trial(cfg):g} CPUs a trial of the cluster's {cluster_cpus:g}, "
-                "one kept for Ray Data"
-                + (f"; {gpus_per_trial(cfg):g} GPUs a trial" if gpus_per_trial(cfg) else "")
-            )
-            + f"); lower tune.num_samples to {concurrency}, raise tune.max_concurrent_trials, "
-            "lower train.num_workers or train.cpus_per_worker, use train.local_mode: true "
-            "(one CPU a trial), or add resources"
-        )
+    problem = pbt_population_problem(cfg, total, concurrency, fits, cluster_cpus)
+    if problem:
+        raise ClusterError(problem)
     trainable = tune.with_parameters(
         _trial,
         base=base,

@@ -206,3 +206,24 @@ def test_a_trial_loop_config_is_the_sweep_one_with_its_sampled_values():
     assert trial.params()["train"] == {**cfg.train.model_dump(), "lr": 0.1}
     with pytest.raises(ValidationError):
         base.with_overrides({"train": {"batch_size": 0}})
+
+
+def test_a_pbt_population_that_cannot_train_at_once_is_refused_with_the_right_fix():
+    from rayline.tune import cpus_per_trial, default_concurrency, pbt_population_problem
+
+    space = {"train.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1}}
+    cfg = _cfg(scheduler="pbt", num_samples=4, search_space=space)
+    fits = default_concurrency(cfg, 8.0)
+    assert cpus_per_trial(cfg) == 3 and fits == 2  # 2 DDP workers + the trial's own CPU
+    # The cluster is the limit: fewer workers, local mode or more resources help.
+    msg = pbt_population_problem(cfg, 4, fits, fits, 8.0)
+    assert "population of 4 trials" in msg and "2 run at once here (3 CPUs a trial" in msg
+    assert "lower tune.num_samples to 2" in msg and "train.local_mode: true" in msg
+    assert "max_concurrent_trials" not in msg
+    # The user's own limit: raising it is the fix.
+    msg = pbt_population_problem(cfg, 4, 1, fits, 8.0)
+    assert "(tune.max_concurrent_trials=1)" in msg
+    assert "raise tune.max_concurrent_trials to 2" in msg
+    assert pbt_population_problem(cfg, 2, 2, fits, 8.0) is None  # the population fits
+    asha = _cfg(scheduler="asha", num_samples=4, search_space=space)
+    assert pbt_population_problem(asha, 4, 1, 2, 8.0) is None  # only PBT needs it
