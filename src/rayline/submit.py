@@ -115,11 +115,15 @@ def is_loopback(address: str) -> bool:
     return (urlparse(address).hostname or "") in LOOPBACK
 
 
+#: How long the dashboard's node summary may take to answer (then loopback decides).
+NODES_TIMEOUT_S = 30.0
+
+
 def node_hostnames(client_: Any) -> list[str] | None:
     """The hostnames of the cluster's nodes, from the dashboard's node summary (the server
     that serves the Jobs API); None when it does not say."""
     try:
-        response = client_._do_request("GET", "/nodes?view=summary")
+        response = client_._do_request("GET", "/nodes?view=summary", timeout=NODES_TIMEOUT_S)
         if response.status_code != 200:
             return None
         rows = response.json()["data"]["summary"]
