@@ -151,12 +151,21 @@ def shuffle_partitions(sources: SourceFiles) -> int:
     import ray.data
 
     most = ray.data.DataContext.get_current().default_hash_shuffle_parallelism
-    try:
-        infos = sources.filesystem.get_file_info(list(sources.files))
-        size = sum(max(0, info.size or 0) for info in infos)
-    except OSError:
+    size = _input_bytes(sources)
+    if size is None:
         return most
     return max(1, min(most, math.ceil(size / SHUFFLE_PARTITION_BYTES)))
+
+
+def _input_bytes(sources: SourceFiles) -> int | None:
+    """The input files' total size; None when the filesystem does not tell."""
+    try:
+        infos = sources.filesystem.get_file_info(list(sources.files))
+    except OSError:
+        return None
+    if any(info.size is None for info in infos):
+        return None
+    return sum(int(info.size) for info in infos)
 
 
 def _duplicated_values(ds: Any, cfg: PipelineConfig, partitions: int | None = None):
@@ -336,22 +345,15 @@ def _reason_counts(reasons, rules, limit: int = 10) -> tuple[list[dict[str, Any]
 TEXT_BYTES_PER_ROW = 64
 
 
-def text_in_process_bytes(cfg: PipelineConfig) -> int:
-    """The largest CSV / JSON Lines input (bytes) staged in this process."""
-    return cfg.runtime.in_process_max_rows * TEXT_BYTES_PER_ROW
+def text_in_process_bytes(max_rows: int) -> int:
+    """The largest CSV / JSON Lines input (bytes) read in this process for ``max_rows``
+    (``runtime.in_process_max_rows``)."""
+    return max_rows * TEXT_BYTES_PER_ROW
 
 
 def _text_bytes(sources: SourceFiles) -> int | None:
     """The input's size for a text format (None for Parquet, or when sizes are unknown)."""
-    if sources.format == "parquet":
-        return None
-    try:
-        infos = sources.filesystem.get_file_info(list(sources.files))
-    except OSError:
-        return None
-    if any(info.size is None for info in infos):
-        return None
-    return sum(int(info.size) for info in infos)
+    return None if sources.format == "parquet" else _input_bytes(sources)
 
 
 def _read_text_frame(sources: SourceFiles, columns: list[str], on_unreadable: str):
@@ -375,6 +377,13 @@ def _read_text_frame(sources: SourceFiles, columns: list[str], on_unreadable: st
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
+def _read_frame(sources: SourceFiles, columns: list[str], on_unreadable: str) -> pd.DataFrame:
+    """A small input's ``columns`` read in this process, whatever its format."""
+    if sources.format == "parquet":
+        return _read_parquet_frame(sources, columns)
+    return _read_text_frame(sources, columns, on_unreadable)
+
+
 def small_input_frame(
     sources: SourceFiles,
     columns: list[str],
@@ -387,22 +396,16 @@ def small_input_frame(
     takes a Ray Data job."""
     max_rows = IN_PROCESS_MAX_ROWS if max_rows is None else max_rows
     if sources.format == "parquet":
-        counts = _source_row_counts(sources) or {}
-        if sum(counts.values()) > max_rows:
-            return None
-        return _read_parquet_frame(sources, columns)
-    size = _text_bytes(sources)
-    if size is None or size > max_rows * TEXT_BYTES_PER_ROW:
-        return None
-    return _read_text_frame(sources, columns, on_unreadable)
+        small = sum((_source_row_counts(sources) or {}).values()) <= max_rows
+    else:
+        size = _text_bytes(sources)
+        small = size is not None and size <= text_in_process_bytes(max_rows)
+    return _read_frame(sources, columns, on_unreadable) if small else None
 
 
 def _stage_in_process(cfg: PipelineConfig, sources: SourceFiles) -> pa.Table:
     """Staging's pass over a small input in this process: the staged rows as Arrow."""
-    if sources.format == "parquet":
-        frame = _read_parquet_frame(sources, list(cfg.schema_.columns))
-    else:
-        frame = _read_text_frame(sources, list(cfg.schema_.columns), cfg.data.on_unreadable_row)
+    frame = _read_frame(sources, list(cfg.schema_.columns), cfg.data.on_unreadable_row)
     duplicates = _duplicated_in_frame(frame, cfg)
     return _StageBatch(cfg, sources.display_names(), duplicates)(frame)
 
@@ -547,24 +550,14 @@ def stage(
         fs.create_dir(inner, recursive=True)
         total = sum(source_rows.values()) if source_rows is not None else None
         text_bytes = _text_bytes(sources) if source_rows is None else None
-        small_text = text_bytes is not None and text_bytes <= text_in_process_bytes(cfg)
-        if small_text or (total is not None and total <= cfg.runtime.in_process_max_rows):
+        max_rows = cfg.runtime.in_process_max_rows
+        small_text = text_bytes is not None and text_bytes <= text_in_process_bytes(max_rows)
+        if small_text or (total is not None and total <= max_rows):
             # A small input: the same validation and split in this process, with pyarrow
             # (and rayline's own CSV / JSON Lines parsers), instead of a Ray Data job whose
             # task workers take seconds to start.
-            if small_text:
-                log.info(
-                    "staging %d bytes of %s in this process (runtime.in_process_max_rows=%d)",
-                    text_bytes,
-                    sources.format,
-                    cfg.runtime.in_process_max_rows,
-                )
-            else:
-                log.info(
-                    "staging %d rows in this process (runtime.in_process_max_rows=%d)",
-                    total,
-                    cfg.runtime.in_process_max_rows,
-                )
+            size = f"{text_bytes} bytes of {sources.format}" if small_text else f"{total} rows"
+            log.info("staging %s in this process (runtime.in_process_max_rows=%d)", size, max_rows)
             table = _stage_in_process(cfg, sources)
             pq.write_to_dataset(table, inner, partition_cols=[SPLIT_COL], filesystem=fs)
             counts = _partition_counts(fs, inner)
