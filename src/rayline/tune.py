@@ -28,6 +28,7 @@ from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
 from rayline.train.spec import LoopConfig
 from rayline.train.trainer import (
     SCORE_KEY,
+    InMemorySplit,
     TrainResult,
     _first_line,
     as_datasets,
@@ -294,14 +295,19 @@ def _trial(
         # continue from it); a copy under the trial's run directory is what the pipeline
         # picks the best from. Not through Ray Train's local mode: Ray Train refuses its
         # ray.train.* calls inside a Tune trial.
+        # Small splits are read from their arrays in this process, larger ones stream.
+        arrays = {n: d.padded() for n, d in datasets.items() if isinstance(d, InMemorySplit)}
         loop_cfg = loop_cfg.with_overrides(
             checkpoint_dir=f"{storage_path}/trial-{trial_id}/checkpoints",
             # Tune rewrites a restored trial's result files; the per-epoch files keep its
             # lineage.
             history_dir=f"{storage_path}/trial-{trial_id}/history",
+            arrays=arrays,
         )
         session = TuneLocalSession(
-            as_datasets(datasets), use_gpu=loop_cfg.train.use_gpu, checkpoints=tune_checkpoints
+            as_datasets({n: d for n, d in datasets.items() if n not in arrays}),
+            use_gpu=loop_cfg.train.use_gpu,
+            checkpoints=tune_checkpoints,
         )
         try:
             train_loop_per_worker(loop_cfg, session=session)
@@ -319,6 +325,8 @@ def _trial(
         storage_path=storage_path,
         name=f"trial-{trial_id}",
         mode=mode,
+        # The sweep removes dead controllers' placement groups (ReleaseStoppedTrials).
+        ray_placement_cleaner=False,
         callbacks=[TuneReportCallback()],
     )
     try:
@@ -354,6 +362,8 @@ def _ddp_trial_with_checkpoints(
         storage_path=storage_path,
         name=run_name(trial_id, start),
         mode=mode,
+        # The sweep removes dead controllers' placement groups (ReleaseStoppedTrials).
+        ray_placement_cleaner=False,
         callbacks=[ForwardReports(queue)],
     )
     try:

@@ -396,3 +396,63 @@ def test_a_resumed_run_trains_each_epoch_in_the_uninterrupted_run_s_order(tmp_pa
         m["train_loss"] for m in straight.reports[1:]
     ]
     assert again.reports[-1]["weights_sha256"] == straight.reports[-1]["weights_sha256"]
+
+
+def test_arrays_shards_hold_every_row_once_in_equal_counts_and_the_padding_weighs_nothing():
+    import numpy as np
+
+    from rayline.train.loop import WEIGHT_KEY, ShardCache, pad_to_multiple
+    from rayline.train.trainer import InMemorySplit
+
+    rows = 241
+    split = InMemorySplit(
+        {"x": np.arange(rows * 2, dtype=np.float32).reshape(rows, 2), "y": np.arange(rows)}
+    )
+    world = 2
+    plan = shard_plan(rows, world, 32, 1)
+    padded = split.padded(plan.pad_rows)
+    padded = {k: v.copy() for k, v in padded.items()}
+    for v in padded.values():  # as the object store hands them over
+        v.setflags(write=False)
+    shards = [
+        ShardCache.of_arrays(padded, 32, torch.device("cpu"), 0, True, rank=r, world=world)
+        for r in range(world)
+    ]
+    seen = []
+    for shard in shards:
+        batches = list(shard.epoch(0))
+        assert sum(len(b["y"]) for b in batches) == plan.rows_per_rank
+        assert len(batches) == plan.micro_batches  # every rank takes the same steps
+        for b in batches:
+            assert b["x"].dtype == torch.float32 and b["y"].dtype == torch.int64
+            real = b[WEIGHT_KEY] > 0
+            seen += b["y"][real].tolist()
+            assert torch.equal(b["x"][:, 0], b["y"].float() * 2)  # rows stay whole
+    assert sorted(seen) == list(range(rows))  # every real row once, the copy not at all
+    # Shuffled per epoch, reproducibly; an unsplit split (val) keeps every row in order.
+    again = ShardCache.of_arrays(padded, 32, torch.device("cpu"), 0, True, rank=0, world=world)
+    assert [b["y"].tolist() for b in again.epoch(1)] == [
+        b["y"].tolist() for b in shards[0].epoch(1)
+    ]
+    assert [b["y"].tolist() for b in shards[0].epoch(1)] != [
+        b["y"].tolist() for b in shards[0].epoch(2)
+    ]
+    val = ShardCache.of_arrays(split.padded(), 50, torch.device("cpu"), 0, False)
+    assert torch.cat([b["y"] for b in val.epoch(0)]).tolist() == list(range(rows))
+    # Rows that do not divide by the ranks (no trainer padding) are padded, never dropped.
+    extra = pad_to_multiple(split.padded(), 3)
+    assert len(extra["y"]) == 243 and extra[WEIGHT_KEY].tolist()[-3:] == [1.0, 0.0, 0.0]
+
+
+def test_the_loop_trains_from_arrays_without_a_dataset(tmp_path):
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    x = g.standard_normal((ROWS, FEATURES)).astype(np.float32)
+    arrays = {"x": x, "y": (x[:, 0] > 0).astype(np.int64)}
+    session = _Session(str(tmp_path / "kept"))
+    session.data = {}  # any dataset() call fails
+    spec = dataclasses.replace(_spec(tmp_path, epochs=3), arrays={"train": arrays, "val": arrays})
+    train_loop_per_worker(spec, session=session)
+    assert [r["epoch"] for r in session.reports] == [1, 2, 3]
+    assert session.reports[-1]["val_accuracy"] > 0.5

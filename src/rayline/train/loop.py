@@ -154,6 +154,20 @@ def batch_iter_options(batch_size: int, device: Any = None) -> dict[str, Any]:
     return options
 
 
+def pad_to_multiple(arrays: dict[str, np.ndarray], world: int) -> dict[str, np.ndarray]:
+    """``arrays`` with zero-weight copies of the first rows appended until the rows divide
+    by ``world`` (none when they already do, as the trainer's padding makes them)."""
+    rows = len(arrays["y"])
+    pad = -rows % max(1, world)
+    if pad == 0 or rows == 0:
+        return arrays
+    copies = np.arange(pad) % rows
+    out = {k: np.concatenate([v, v[copies]]) for k, v in arrays.items() if k != WEIGHT_KEY}
+    weight = arrays.get(WEIGHT_KEY, np.ones(rows, dtype=np.float32))
+    out[WEIGHT_KEY] = np.concatenate([weight, np.zeros(pad, dtype=np.float32)])
+    return out
+
+
 class ShardCache:
     """A worker's shard, streamed from Ray Data once and then served from memory.
 
@@ -188,6 +202,36 @@ class ShardCache:
             yield batch
         if kept:
             self.tensors = {k: torch.cat([b[k] for b in kept]) for k in kept[0]}
+
+    @classmethod
+    def of_arrays(
+        cls,
+        arrays: Any,
+        batch_size: int,
+        device,
+        seed: int,
+        shuffle: bool,
+        rank: int = 0,
+        world: int = 1,
+    ) -> ShardCache:
+        """A cache that starts full: a split the trainer handed over as arrays
+        (:attr:`LoopConfig.arrays`, an ``ObjectRef`` or the arrays themselves). With
+        ``world`` > 1 this rank keeps every ``world``-th row from row ``rank`` (the
+        trainer padded the train split to a multiple of the ranks, so each rank holds as
+        many rows as the others and takes as many steps); a rank of an unsplit split
+        (``world`` 1) keeps every row."""
+        if not isinstance(arrays, dict):
+            import ray
+
+            arrays = ray.get(arrays)
+        arrays = pad_to_multiple(arrays, world)
+        cache = cls(None, batch_size, 0, device, seed, shuffle)
+        # A copy: the object store's arrays are read-only, and this rank's rows only.
+        cache.tensors = {
+            k: torch.as_tensor(np.array(v[rank::world], copy=True)).to(device)
+            for k, v in arrays.items()
+        }
+        return cache
 
     def warm(self, first_epoch: int = 0) -> None:
         """Fill the cache as a run that started at ``first_epoch`` filled it in that epoch.
@@ -660,12 +704,20 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
 
     ledger = _Ledger(spec.ledger_dir, rank, global_step)
     cache_bytes = int(tcfg.cache_mb * 2**20)
-    train_data = ShardCache(
-        session.dataset("train"), batch_size, cache_bytes, device, seed, shuffle=True
-    )
-    val_data = ShardCache(
-        session.dataset("val"), batch_size, cache_bytes, device, seed, shuffle=False
-    )
+    if "train" in spec.arrays:
+        train_data = ShardCache.of_arrays(
+            spec.arrays["train"], batch_size, device, seed, shuffle=True, rank=rank, world=world
+        )
+    else:
+        train_data = ShardCache(
+            session.dataset("train"), batch_size, cache_bytes, device, seed, shuffle=True
+        )
+    if "val" in spec.arrays:
+        val_data = ShardCache.of_arrays(spec.arrays["val"], batch_size, device, seed, shuffle=False)
+    else:
+        val_data = ShardCache(
+            session.dataset("val"), batch_size, cache_bytes, device, seed, shuffle=False
+        )
     if 0 < start_epoch < epochs:
         # A resumed run trains each later epoch in the order an uninterrupted one would.
         train_data.warm(0)

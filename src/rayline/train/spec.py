@@ -46,6 +46,7 @@ class LoopConfig:
         resume_from: A checkpoint (``ray.train.Checkpoint``) the run starts from when Ray
             Train has none of its own for it: a DDP trial that PBT had copy a stronger
             one (Train V2 takes no ``resume_from_checkpoint``; see :mod:`rayline.tune`).
+        arrays: Splits that reach the workers as arrays (see the field).
     """
 
     model: ModelConfig
@@ -66,6 +67,11 @@ class LoopConfig:
     #: they add. Set by :func:`rayline.train.trainer.make_trainer`.
     pad_rows: int = 0
     resume_from: Any = None
+    #: Splits handed to the workers as arrays, not Ray Datasets: ``{"train": ..., "val":
+    #: ...}``, each an ``ObjectRef`` of (or, in-process, the) ``{"x", "y"[, weight]}``
+    #: arrays, the train split already padded. Set by
+    #: :func:`rayline.train.trainer.make_trainer` for splits small enough for memory.
+    arrays: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def preprocessor(self) -> FittedPreprocessor:
         """The fitted preprocessor (parsed from :attr:`prep_json`)."""

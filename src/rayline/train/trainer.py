@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,8 +64,13 @@ IN_MEMORY_MAX_BYTES = 256 * 2**20
 class InMemorySplit:
     """A small split's ``{"x", "y"}`` arrays, transformed once in the process that built it.
 
-    It becomes a Ray Dataset (:meth:`dataset`) only where the training run is set up, after
-    padding, so a trial hands Ray Train in-memory blocks and starts no Ray Data task.
+    A training run hands it to its workers through Ray's object store
+    (:func:`make_trainer` puts :meth:`padded` once; each rank takes its share of the rows
+    in :class:`rayline.train.loop.ShardCache`), not as a Ray Dataset: for a split this
+    small, Ray Data's per-run machinery (a dataset manager and a split coordinator actor,
+    split and metadata tasks, each a process that imports Ray Data on 2 cores) cost more
+    than the training itself (benchmarks/RESULTS.md). :meth:`dataset` is the same rows as
+    one Ray Data block, for code that wants a Dataset.
     """
 
     batch: dict[str, np.ndarray]
@@ -73,12 +79,9 @@ class InMemorySplit:
     def rows(self) -> int:
         return len(self.batch["y"])
 
-    def dataset(self, pad_rows: int = 0) -> Any:
-        """The split as one in-memory Ray Data block; with ``pad_rows`` zero-weight copies
-        of its first rows appended, as :func:`pad_train` does to a streamed split."""
-        import ray.data
-        from ray.data.block import BlockAccessor
-
+    def padded(self, pad_rows: int = 0) -> dict[str, np.ndarray]:
+        """The arrays with ``pad_rows`` zero-weight copies of the first rows appended (and
+        a :data:`WEIGHT_KEY` column), as :func:`pad_train` does to a streamed split."""
         batch = self.batch
         if pad_rows > 0:
             rows = self.rows
@@ -87,7 +90,14 @@ class InMemorySplit:
             batch[WEIGHT_KEY] = np.concatenate(
                 [np.ones(rows, dtype=np.float32), np.zeros(pad_rows, dtype=np.float32)]
             )
-        return ray.data.from_arrow(BlockAccessor.batch_to_block(batch))
+        return batch
+
+    def dataset(self, pad_rows: int = 0) -> Any:
+        """The split (padded as :meth:`padded`) as one in-memory Ray Data block."""
+        import ray.data
+        from ray.data.block import BlockAccessor
+
+        return ray.data.from_arrow(BlockAccessor.batch_to_block(self.padded(pad_rows)))
 
 
 def build_datasets(
@@ -277,17 +287,22 @@ def make_trainer(
     name: str,
     mode: str,
     callbacks: list[Any] | None = None,
+    ray_placement_cleaner: bool = True,
 ) -> CheckedTrainer:
     """A ``TorchTrainer`` for one training run; ``loop_cfg`` as from :func:`loop_config`.
 
     The workers receive it inside Ray Train's ``train_loop_config`` dict (see
     :func:`rayline.train.loop.ray_train_loop`). The train split is padded with zero-weight
     rows to a multiple of the number of workers (:func:`pad_train`), so that Ray Train's
-    even split drops none of its rows.
+    even split drops none of its rows. Splits small enough for memory
+    (:class:`InMemorySplit`) go to the workers as arrays in the object store
+    (:attr:`LoopConfig.arrays`) instead of as Ray Datasets. ``ray_placement_cleaner``:
+    False where the caller removes a dead controller's placement group itself (a sweep).
     """
+    import ray
     import ray.train
     from ray.data import ExecutionOptions
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     tcfg = loop_cfg.train
     world = 1 if tcfg.local_mode else tcfg.num_workers
@@ -296,18 +311,33 @@ def make_trainer(
         # the split to a multiple of every count in that range, so none drops a row.
         world = math.lcm(*range(tcfg.fewest_workers, tcfg.num_workers + 1))
     plan = shard_plan(loop_cfg.train_rows, world, tcfg.batch_size, tcfg.grad_accum_steps)
-    datasets = as_datasets(datasets, plan.pad_rows)
+    # Small splits go to the workers as arrays in the object store, put once here; only the
+    # streamed ones are Ray Datasets of the run.
+    arrays = {
+        split: ray.put(ds.padded(plan.pad_rows if split == "train" else 0))
+        for split, ds in datasets.items()
+        if isinstance(ds, InMemorySplit)
+    }
+    streamed = {
+        split: pad_train(ds, plan.pad_rows if split == "train" else 0)
+        for split, ds in datasets.items()
+        if split not in arrays
+    }
     stop_file = f"{storage_path.rstrip('/')}/{name}/{STOP_FILE}"
     clear_stop(stop_file)  # a new fit of the run (a resume) starts without the old failure
-    loop_cfg = dataclasses.replace(loop_cfg, stop_file=stop_file, pad_rows=plan.pad_rows)
+    loop_cfg = dataclasses.replace(
+        loop_cfg, stop_file=stop_file, pad_rows=plan.pad_rows, arrays=arrays
+    )
     resources = worker_resources(tcfg)
     # Ray Train reads its worker-group start-up timeout from the environment of the process
     # that calls fit() (and forwards it to its controller); with it and a zero controller
     # failure budget, workers that cannot be placed fail the run after placement_timeout_s
     # instead of retrying every 60 s forever (Train V2's default budget is unlimited).
     os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = str(float(tcfg.placement_timeout_s))
-    trainer = TorchTrainer(
-        ray_train_loop,
+    trainer = _lean_trainer(
+        with_datasets=bool(streamed),
+        placement_cleaner=ray_placement_cleaner,
+        train_loop_per_worker=ray_train_loop,
         train_loop_config={RAY_CONFIG_KEY: loop_cfg},
         # Local mode (num_workers=0) runs the loop in this process: no workers to start.
         scaling_config=(
@@ -332,10 +362,10 @@ def make_trainer(
         # preserve_order makes the streaming split hand each rank the same blocks in the same
         # order on every run, which is what makes a CPU rerun repeat its metrics.
         dataset_config=ray.train.DataConfig(
-            datasets_to_split=["train"],
+            datasets_to_split=["train"] if "train" in streamed else [],
             execution_options=ExecutionOptions(preserve_order=tcfg.deterministic),
         ),
-        datasets=datasets,
+        datasets=streamed,
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,
@@ -356,6 +386,53 @@ def make_trainer(
         ),
     )
     return CheckedTrainer(trainer, stop_file)
+
+
+def _lean_trainer(*, with_datasets: bool, placement_cleaner: bool, **kwargs: Any) -> Any:
+    """A :class:`LeanTorchTrainer` that starts only the parts of Ray Train this run uses:
+    without Ray Datasets (every split in memory) no dataset manager actor, which Train V2
+    (2.60) starts for every run, datasets or none; without ``placement_cleaner`` not Ray's
+    detached placement-group cleaner, where rayline removes stopped trials' placement
+    groups itself (a sweep's :class:`rayline.train.placement.ReleaseStoppedTrials`). Each
+    is an actor process, ~2 s of CPU on 2 cores (benchmarks/RESULTS.md)."""
+    trainer = sys.modules[__name__].LeanTorchTrainer(**kwargs)  # see __getattr__
+    skip: list[type] = []
+    try:
+        from ray.train.v2._internal.callbacks import (
+            DatasetsCallback,
+            PlacementGroupCleanerCallback,
+        )
+    except ImportError:  # another Ray's internals: keep every default callback
+        return trainer
+    if not with_datasets:
+        skip.append(DatasetsCallback)
+    if not placement_cleaner:
+        skip.append(PlacementGroupCleanerCallback)
+    trainer.skip_callbacks = tuple(skip)
+    return trainer
+
+
+def __getattr__(name: str) -> Any:
+    # LeanTorchTrainer subclasses Ray's TorchTrainer, defined on first use so that
+    # importing this module does not import Ray Train (a process that unpickles the class
+    # gets it the same way).
+    if name != "LeanTorchTrainer":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ray.train.torch import TorchTrainer
+
+    class LeanTorchTrainer(TorchTrainer):
+        """A ``TorchTrainer`` without the default callbacks in :attr:`skip_callbacks`
+        (see :func:`_lean_trainer`)."""
+
+        skip_callbacks: tuple[type, ...] = ()
+
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            return [cb for cb in callbacks if not isinstance(cb, self.skip_callbacks)]
+
+    LeanTorchTrainer.__module__ = __name__
+    globals()[name] = LeanTorchTrainer
+    return LeanTorchTrainer
 
 
 def fit(
