@@ -456,3 +456,45 @@ def test_the_loop_trains_from_arrays_without_a_dataset(tmp_path):
     train_loop_per_worker(spec, session=session)
     assert [r["epoch"] for r in session.reports] == [1, 2, 3]
     assert session.reports[-1]["val_accuracy"] > 0.5
+
+
+def test_a_run_with_every_split_in_memory_starts_no_dataset_manager_and_a_sweep_no_cleaner(
+    tmp_path,
+):
+    import numpy as np
+
+    from rayline.train.trainer import InMemorySplit, make_trainer
+
+    def callbacks(**kwargs):
+        arrays = {"x": np.zeros((ROWS, FEATURES), np.float32), "y": np.zeros(ROWS, np.int64)}
+        splits = {"train": InMemorySplit(arrays), "val": InMemorySplit(arrays)}
+        trainer = make_trainer(
+            _spec(tmp_path, num_workers=2, cpus_per_worker=0.5),
+            splits,
+            storage_path=str(tmp_path),
+            name="r",
+            mode="max",
+            **kwargs,
+        )
+        return {type(cb).__name__ for cb in trainer.trainer._create_default_callbacks()}
+
+    with _ray_for_puts():
+        single = callbacks()
+        sweep = callbacks(ray_placement_cleaner=False)
+    assert "DatasetsCallback" not in single and "PlacementGroupCleanerCallback" in single
+    assert "BackendSetupCallback" in single  # the DDP set-up stays
+    assert "PlacementGroupCleanerCallback" not in sweep
+
+
+@contextmanager
+def _ray_for_puts():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

@@ -398,11 +398,12 @@ def _lean_trainer(*, with_datasets: bool, placement_cleaner: bool, **kwargs: Any
     trainer = sys.modules[__name__].LeanTorchTrainer(**kwargs)  # see __getattr__
     skip: list[type] = []
     try:
-        from ray.train.v2._internal.callbacks import (
-            DatasetsCallback,
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import (
             PlacementGroupCleanerCallback,
         )
     except ImportError:  # another Ray's internals: keep every default callback
+        log.warning("Ray Train's internal callbacks moved: this run starts every default one")
         return trainer
     if not with_datasets:
         skip.append(DatasetsCallback)
