@@ -5,9 +5,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rayline-installed
 
-.PHONY: setup demo test test-unit lint format clean docs
+.PHONY: setup bytecode demo test test-unit lint format clean docs
 
 setup: $(STAMP)
+
+# rayline's own modules compiled once: every Ray worker of a run imports them, and where
+# PYTHONDONTWRITEBYTECODE is set (CI, many containers) Python would otherwise compile them
+# from source in each of those processes (~0.7 s of CPU each on 2 cores). compileall
+# rewrites only what changed; a wheel install gets the same from pip.
+bytecode: setup
+	$(BIN)/python -m compileall -q src
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,14 +22,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-demo: setup
+demo: bytecode
 	$(BIN)/rayline demo-data --out data/breast_cancer
 	$(BIN)/rayline run jobs/configs/demo.yaml
 
-test: setup
+test: bytecode
 	$(BIN)/pytest -q
 
-test-unit: setup
+test-unit: bytecode
 	$(BIN)/pytest -q tests/unit
 
 lint: setup

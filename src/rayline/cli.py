@@ -1153,7 +1153,30 @@ def _load(config: str, overrides: list[str] | None):
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if "ray" in sys.modules and (exc.code is None or isinstance(exc.code, int)):
+            _exit_now(exc.code or 0)
+        raise
+
+
+def _exit_now(code: int) -> None:
+    """End the process with ``code`` once the exit handlers have run.
+
+    The handlers are what exiting does for the user: Ray's shutdown of a local instance,
+    MLflow's and logging's flushes, temporary directories' removal. What the interpreter
+    does after them in a process that started Ray (the C++ core worker's and gRPC's
+    teardown) took 2.2-2.4 s on 2 cores after every ``rayline run``, and nothing depends
+    on it.
+    """
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

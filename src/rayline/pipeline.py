@@ -39,7 +39,7 @@ from rayline.run import (
     read_text,
     write_text,
 )
-from rayline.runtime import check_training_fits, init_ray
+from rayline.runtime import check_training_fits, import_in_background, init_ray
 from rayline.stages import PIPELINE, VALIDATION, Stage
 
 log = logging.getLogger(__name__)
@@ -151,14 +151,20 @@ def _stages_until(cfg: PipelineConfig, until: str | None) -> list[Stage]:
     return stages[: names.index(until) + 1]
 
 
+#: What the driver imports for the later stages, in a thread while Ray starts: a local Ray
+#: start keeps one of 2 cores idle for ~5 s (its processes start one after another), and
+#: these imports took ~3 s of the driver's time before it (benchmarks/RESULTS.md).
+PRELOAD_MODULES = ("mlflow", "torch", "sklearn.linear_model")
+
+
 def _setup(run: Run) -> None:
     """Start or join Ray, check that training fits, connect to MLflow."""
-    from rayline import tune as tune_mod
-    from rayline.registry import Registry
-
     cfg = run.cfg
-    with run.timed("setup") as t:
+    with run.timed("setup") as t, import_in_background(PRELOAD_MODULES):
         resources = init_ray(cfg.runtime)
+        from rayline import tune as tune_mod
+        from rayline.registry import Registry
+
         run.resources = resources
         local_ray = not (cfg.runtime.address or os.environ.get("RAY_ADDRESS"))
         try:

@@ -9,8 +9,12 @@ mostly take turns.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,30 @@ from rayline.errors import ClusterError
 from rayline.paths import is_remote
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def import_in_background(modules: tuple[str, ...]) -> Iterator[None]:
+    """Import ``modules`` in a thread while the block runs (joined when it ends).
+
+    For modules that do not import Ray, while the block starts it: the two import
+    disjoint packages, so neither waits on a module the other is importing; one that
+    fails here is imported again, with its error, by whoever needs it.
+    """
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except BaseException:  # noqa: BLE001 - the importer that needs it sees the error
+                log.debug("background import of %s failed", name, exc_info=True)
+
+    thread = threading.Thread(target=run, name="rayline-imports", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def default_local_cpus() -> int:

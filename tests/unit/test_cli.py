@@ -448,3 +448,26 @@ def test_job_entry_point_exits_like_rayline_run_on_internal_errors_and_interrupt
     monkeypatch.setattr(job, "run_pipeline", lambda *a, **k: (_ for _ in ()).throw(KeyError("k")))
     with pytest.raises(KeyError):
         job.main([*argv, "--verbose"])
+
+
+def test_a_process_that_started_ray_exits_with_the_commands_code_after_its_exit_handlers(tmp_path):
+    # rayline's entry point skips the interpreter's slow teardown after Ray, never the
+    # exit handlers (Ray's shutdown, MLflow's and logging's flushes) or the exit code.
+    marker = tmp_path / "handler-ran"
+    script = (
+        "import atexit, sys, pathlib, ray\n"
+        f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+        "from rayline.cli import main\n"
+        "sys.argv = ['rayline', 'run', sys.argv[1]]\n"
+        "print('before', flush=False)\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "before" in proc.stdout and "does not exist" in proc.stderr
+    assert marker.read_text() == "yes"

@@ -115,3 +115,39 @@ def test_elastic_training_needs_only_its_fewest_workers_to_fit():
     check_training_fits(elastic, {"CPU": 2.0})
     with pytest.raises(ClusterError, match="1 workers x 2 CPU"):
         check_training_fits(elastic, {"CPU": 1.0})
+
+
+def test_a_local_rays_settings_reach_workers_through_the_environment_not_a_runtime_env(
+    monkeypatch, fake_ray
+):
+    # A job runtime_env would start every worker through Ray's setup_worker.py and the
+    # runtime-env agent; the raylet's inherited environment costs nothing per process.
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    init_ray(RuntimeConfig(dashboard=True))
+    assert "runtime_env" not in fake_ray.init_kwargs
+    port = fake_ray.init_kwargs["dashboard_port"]
+    assert runtime.os.environ["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{port}"
+    assert runtime.os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    # A later session of the same process without that dashboard does not inherit it...
+    init_ray(RuntimeConfig(dashboard=False))
+    assert "RAY_API_SERVER_ADDRESS" not in runtime.os.environ
+    # ...and an address the user set is theirs.
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://10.0.0.1:8265")
+    init_ray(RuntimeConfig(dashboard=False))
+    assert runtime.os.environ["RAY_API_SERVER_ADDRESS"] == "http://10.0.0.1:8265"
+
+
+def test_background_imports_are_done_when_the_block_ends_and_a_failure_is_left_to_the_importer(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "rl_bg_ok.py").write_text("VALUE = 1\n")
+    (tmp_path / "rl_bg_bad.py").write_text("raise RuntimeError('bad module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with runtime.import_in_background(("rl_bg_bad", "rl_bg_ok")):
+        pass
+    assert sys.modules["rl_bg_ok"].VALUE == 1
+    assert "rl_bg_bad" not in sys.modules
+    with pytest.raises(RuntimeError, match="bad module"):
+        import rl_bg_bad  # noqa: F401
+    monkeypatch.delitem(sys.modules, "rl_bg_ok")

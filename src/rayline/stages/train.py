@@ -17,7 +17,7 @@ from typing import Any
 from rayline.errors import Interrupted
 from rayline.paths import filesystem, is_remote
 from rayline.stages.base import Stage, jsonable
-from rayline.train.trainer import TrainResult
+from rayline.train.spec import TrainResult
 
 CHECKPOINT = "best_checkpoint"
 CODE = (

@@ -102,6 +102,18 @@ class LoopConfig:
         return {"model": self.model.model_dump(), "train": self.train.model_dump()}
 
 
+@dataclass
+class TrainResult:
+    """The outcome of one training run (or of the best Tune trial)."""
+
+    checkpoint_path: str
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    trial_id: str | None = None
+    step_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 def _updated(section: Any, update: dict[str, Any]) -> Any:
     """``section`` (a pydantic model) with ``update`` applied, validated like the config."""
     return type(section).model_validate({**section.model_dump(), **update})

@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from rayline.train.loop import (
     read_stop,
     shard_plan,
 )
-from rayline.train.spec import LoopConfig
+from rayline.train.spec import LoopConfig, TrainResult
 
 if TYPE_CHECKING:
     from rayline.config import TrainConfig
@@ -35,18 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCORE_KEY = "val_metric"
-
-
-@dataclass
-class TrainResult:
-    """The outcome of one training run (or of the best Tune trial)."""
-
-    checkpoint_path: str
-    metrics: dict[str, Any]
-    params: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    trial_id: str | None = None
-    step_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 #: Rows per ``map_batches`` call of the feature transform. The transform's cost per row
