@@ -903,8 +903,9 @@ class RuntimeConfig(_Section):
         200_000,
         ge=0,
         description="Inputs and splits of at most this many rows are validated, split and "
-        "fed to training and evaluation in one process with pyarrow, beside Ray, instead of "
-        "through Ray Data jobs, whose task workers take seconds to start (0: always Ray Data). "
+        "scored in one process with pyarrow, beside Ray, and reach the training workers as "
+        "arrays in Ray's object store, instead of through Ray Data jobs, whose task workers "
+        "and actors take seconds to start (0: always Ray Data). "
         "A CSV or JSON Lines input counts by size: at most 64 bytes a row (12.8 MB at the "
         "default).",
     )
