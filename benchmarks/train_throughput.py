@@ -14,8 +14,10 @@ Three rows, one run, the same MLP, batch size, optimizer and torch thread count 
   (step ledger and per-epoch history included).
 
 Throughput is rows per second inside the epoch loop, over the steady-state epochs (epoch 1 is
-skipped everywhere: it is warm-up for the limit and the Ray Data streaming pass for rayline,
-whose later epochs come from its in-memory ShardCache). The fixed overhead is reported
+skipped everywhere: it is warm-up for the limit, and for rayline the Ray Data streaming pass
+of a split above ``runtime.in_process_max_rows``; the default table's split is below it and
+reaches the worker as arrays in the object store, so every epoch comes from its ShardCache).
+The fixed overhead is reported
 separately: the ``trainer.fit()`` wall time minus the in-loop time of every epoch.
 
 Optionally (default on, off with ``--quick``) a DDP row: rayline with 2 workers against 2x one
