@@ -154,24 +154,25 @@ def _dashboard_options(enabled: bool) -> dict[str, Any]:
     # job's runtime_env: with a runtime_env each worker process starts through Ray's
     # setup_worker.py and the runtime-env agent, which doubles the cost of every actor
     # (measured here: 12 empty actors, 11.7 vs 6.2 core-seconds).
-    address = f"http://127.0.0.1:{port}"
-    os.environ["RAY_API_SERVER_ADDRESS"] = _API_ADDRESS_SET[0] = address
+    global _api_address_set
+    _api_address_set = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = _api_address_set
     return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
 
 
 #: The ``RAY_API_SERVER_ADDRESS`` this process set for its last local Ray, if any.
-_API_ADDRESS_SET: list[str | None] = [None]
+_api_address_set: str | None = None
 
 
 def _forget_api_address() -> None:
     """Unset the State API address an earlier local Ray of this process left behind (a
     later session has another dashboard, or none); a value the user set stays."""
-    if (
-        _API_ADDRESS_SET[0] is not None
-        and os.environ.get("RAY_API_SERVER_ADDRESS") == (_API_ADDRESS_SET[0])
+    global _api_address_set
+    if _api_address_set is not None and os.environ.get("RAY_API_SERVER_ADDRESS") == (
+        _api_address_set
     ):
         del os.environ["RAY_API_SERVER_ADDRESS"]
-    _API_ADDRESS_SET[0] = None
+    _api_address_set = None
 
 
 def _free_port() -> int:

@@ -28,12 +28,11 @@ from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
 from rayline.train.spec import LoopConfig
 from rayline.train.trainer import (
     SCORE_KEY,
-    InMemorySplit,
     TrainResult,
     _first_line,
-    as_datasets,
     build_datasets,
     describe_failure,
+    hand_over,
     loop_config,
     make_trainer,
 )
@@ -296,7 +295,7 @@ def _trial(
         # picks the best from. Not through Ray Train's local mode: Ray Train refuses its
         # ray.train.* calls inside a Tune trial.
         # Small splits are read from their arrays in this process, larger ones stream.
-        arrays = {n: d.padded() for n, d in datasets.items() if isinstance(d, InMemorySplit)}
+        arrays, streamed = hand_over(datasets)
         loop_cfg = loop_cfg.with_overrides(
             checkpoint_dir=f"{storage_path}/trial-{trial_id}/checkpoints",
             # Tune rewrites a restored trial's result files; the per-epoch files keep its
@@ -305,7 +304,7 @@ def _trial(
             arrays=arrays,
         )
         session = TuneLocalSession(
-            as_datasets({n: d for n, d in datasets.items() if n not in arrays}),
+            streamed,
             use_gpu=loop_cfg.train.use_gpu,
             checkpoints=tune_checkpoints,
         )

@@ -154,18 +154,24 @@ def batch_iter_options(batch_size: int, device: Any = None) -> dict[str, Any]:
     return options
 
 
-def pad_to_multiple(arrays: dict[str, np.ndarray], world: int) -> dict[str, np.ndarray]:
-    """``arrays`` with zero-weight copies of the first rows appended until the rows divide
-    by ``world`` (none when they already do, as the trainer's padding makes them)."""
+def append_padding(arrays: dict[str, np.ndarray], pad_rows: int) -> dict[str, np.ndarray]:
+    """``arrays`` with ``pad_rows`` zero-weight copies of their first rows appended, and a
+    :data:`WEIGHT_KEY` column (1 for the rows already there unless they carry one); the
+    arrays as they are when there is nothing to add."""
     rows = len(arrays["y"])
-    pad = -rows % max(1, world)
-    if pad == 0 or rows == 0:
+    if pad_rows <= 0 or rows == 0:
         return arrays
-    copies = np.arange(pad) % rows
+    copies = np.arange(pad_rows) % rows
     out = {k: np.concatenate([v, v[copies]]) for k, v in arrays.items() if k != WEIGHT_KEY}
     weight = arrays.get(WEIGHT_KEY, np.ones(rows, dtype=np.float32))
-    out[WEIGHT_KEY] = np.concatenate([weight, np.zeros(pad, dtype=np.float32)])
+    out[WEIGHT_KEY] = np.concatenate([weight, np.zeros(pad_rows, dtype=np.float32)])
     return out
+
+
+def pad_to_multiple(arrays: dict[str, np.ndarray], world: int) -> dict[str, np.ndarray]:
+    """``arrays`` padded (:func:`append_padding`) until the rows divide by ``world`` (no
+    rows added when they already do, as the trainer's padding makes them)."""
+    return append_padding(arrays, -len(arrays["y"]) % max(1, world))
 
 
 class ShardCache:
@@ -704,20 +710,18 @@ def train_loop_per_worker(spec: LoopConfig, session: Any = None) -> None:
 
     ledger = _Ledger(spec.ledger_dir, rank, global_step)
     cache_bytes = int(tcfg.cache_mb * 2**20)
-    if "train" in spec.arrays:
-        train_data = ShardCache.of_arrays(
-            spec.arrays["train"], batch_size, device, seed, shuffle=True, rank=rank, world=world
-        )
-    else:
-        train_data = ShardCache(
-            session.dataset("train"), batch_size, cache_bytes, device, seed, shuffle=True
-        )
-    if "val" in spec.arrays:
-        val_data = ShardCache.of_arrays(spec.arrays["val"], batch_size, device, seed, shuffle=False)
-    else:
-        val_data = ShardCache(
-            session.dataset("val"), batch_size, cache_bytes, device, seed, shuffle=False
-        )
+
+    def split_data(name: str, shuffle: bool, split_rank: int, split_world: int) -> ShardCache:
+        # A split handed over as arrays, or this rank's Ray Data shard of it.
+        if name in spec.arrays:
+            return ShardCache.of_arrays(
+                spec.arrays[name], batch_size, device, seed, shuffle, split_rank, split_world
+            )
+        return ShardCache(session.dataset(name), batch_size, cache_bytes, device, seed, shuffle)
+
+    # Only the train split is sharded across the ranks; each scores the whole val split.
+    train_data = split_data("train", True, rank, world)
+    val_data = split_data("val", False, 0, 1)
     if 0 < start_epoch < epochs:
         # A resumed run trains each later epoch in the order an uninterrupted one would.
         train_data.warm(0)

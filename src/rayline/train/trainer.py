@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from rayline.train import checkpoints
 from rayline.train.loop import (
     RAY_CONFIG_KEY,
     WEIGHT_KEY,
+    append_padding,
     clear_stop,
     ray_train_loop,
     read_history,
@@ -70,15 +70,7 @@ class InMemorySplit:
     def padded(self, pad_rows: int = 0) -> dict[str, np.ndarray]:
         """The arrays with ``pad_rows`` zero-weight copies of the first rows appended (and
         a :data:`WEIGHT_KEY` column), as :func:`pad_train` does to a streamed split."""
-        batch = self.batch
-        if pad_rows > 0:
-            rows = self.rows
-            copies = np.arange(pad_rows) % max(rows, 1)
-            batch = {k: np.concatenate([v, v[copies]]) for k, v in batch.items()}
-            batch[WEIGHT_KEY] = np.concatenate(
-                [np.ones(rows, dtype=np.float32), np.zeros(pad_rows, dtype=np.float32)]
-            )
-        return batch
+        return append_padding(self.batch, pad_rows)
 
     def dataset(self, pad_rows: int = 0) -> Any:
         """The split (padded as :meth:`padded`) as one in-memory Ray Data block."""
@@ -114,6 +106,25 @@ def build_datasets(
                 transform, batch_format="pandas", batch_size=TRANSFORM_BATCH_ROWS
             )
     return out
+
+
+def hand_over(
+    datasets: dict[str, Any], pad_rows: int = 0, put: Any = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`build_datasets`' splits as a run hands them over: ``(arrays, streamed)``.
+
+    The in-memory splits become :attr:`LoopConfig.arrays` (``put`` of their arrays:
+    ``ray.put`` for workers in other processes; the arrays themselves when not given), the
+    others stay Ray Datasets; the train split either way padded by ``pad_rows``.
+    """
+    arrays, streamed = {}, {}
+    for name, ds in datasets.items():
+        pad = pad_rows if name == "train" else 0
+        if isinstance(ds, InMemorySplit):
+            arrays[name] = ds.padded(pad) if put is None else put(ds.padded(pad))
+        else:
+            streamed[name] = pad_train(ds, pad)
+    return arrays, streamed
 
 
 def as_datasets(datasets: dict[str, Any], pad_rows: int = 0) -> dict[str, Any]:
@@ -287,10 +298,11 @@ def make_trainer(
     (:attr:`LoopConfig.arrays`) instead of as Ray Datasets. ``ray_placement_cleaner``:
     False where the caller removes a dead controller's placement group itself (a sweep).
     """
-    import ray
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchConfig
+
+    from rayline.train.lean_trainer import lean_trainer
 
     tcfg = loop_cfg.train
     world = 1 if tcfg.local_mode else tcfg.num_workers
@@ -301,16 +313,7 @@ def make_trainer(
     plan = shard_plan(loop_cfg.train_rows, world, tcfg.batch_size, tcfg.grad_accum_steps)
     # Small splits go to the workers as arrays in the object store, put once here; only the
     # streamed ones are Ray Datasets of the run.
-    arrays = {
-        split: ray.put(ds.padded(plan.pad_rows if split == "train" else 0))
-        for split, ds in datasets.items()
-        if isinstance(ds, InMemorySplit)
-    }
-    streamed = {
-        split: pad_train(ds, plan.pad_rows if split == "train" else 0)
-        for split, ds in datasets.items()
-        if split not in arrays
-    }
+    arrays, streamed = hand_over(datasets, plan.pad_rows, put=ray.put)
     stop_file = f"{storage_path.rstrip('/')}/{name}/{STOP_FILE}"
     clear_stop(stop_file)  # a new fit of the run (a resume) starts without the old failure
     loop_cfg = dataclasses.replace(
@@ -322,7 +325,7 @@ def make_trainer(
     # failure budget, workers that cannot be placed fail the run after placement_timeout_s
     # instead of retrying every 60 s forever (Train V2's default budget is unlimited).
     os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = str(float(tcfg.placement_timeout_s))
-    trainer = _lean_trainer(
+    trainer = lean_trainer(
         with_datasets=bool(streamed),
         placement_cleaner=ray_placement_cleaner,
         train_loop_per_worker=ray_train_loop,
@@ -374,54 +377,6 @@ def make_trainer(
         ),
     )
     return CheckedTrainer(trainer, stop_file)
-
-
-def _lean_trainer(*, with_datasets: bool, placement_cleaner: bool, **kwargs: Any) -> Any:
-    """A :class:`LeanTorchTrainer` that starts only the parts of Ray Train this run uses:
-    without Ray Datasets (every split in memory) no dataset manager actor, which Train V2
-    (2.60) starts for every run, datasets or none; without ``placement_cleaner`` not Ray's
-    detached placement-group cleaner, where rayline removes stopped trials' placement
-    groups itself (a sweep's :class:`rayline.train.placement.ReleaseStoppedTrials`). Each
-    is an actor process, ~2 s of CPU on 2 cores (benchmarks/RESULTS.md)."""
-    trainer = sys.modules[__name__].LeanTorchTrainer(**kwargs)  # see __getattr__
-    skip: list[type] = []
-    try:
-        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-        from ray.train.v2._internal.callbacks.placement_group_callback import (
-            PlacementGroupCleanerCallback,
-        )
-    except ImportError:  # another Ray's internals: keep every default callback
-        log.warning("Ray Train's internal callbacks moved: this run starts every default one")
-        return trainer
-    if not with_datasets:
-        skip.append(DatasetsCallback)
-    if not placement_cleaner:
-        skip.append(PlacementGroupCleanerCallback)
-    trainer.skip_callbacks = tuple(skip)
-    return trainer
-
-
-def __getattr__(name: str) -> Any:
-    # LeanTorchTrainer subclasses Ray's TorchTrainer, defined on first use so that
-    # importing this module does not import Ray Train (a process that unpickles the class
-    # gets it the same way).
-    if name != "LeanTorchTrainer":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from ray.train.torch import TorchTrainer
-
-    class LeanTorchTrainer(TorchTrainer):
-        """A ``TorchTrainer`` without the default callbacks in :attr:`skip_callbacks`
-        (see :func:`_lean_trainer`)."""
-
-        skip_callbacks: tuple[type, ...] = ()
-
-        def _create_default_callbacks(self):
-            callbacks = super()._create_default_callbacks()
-            return [cb for cb in callbacks if not isinstance(cb, self.skip_callbacks)]
-
-    LeanTorchTrainer.__module__ = __name__
-    globals()[name] = LeanTorchTrainer
-    return LeanTorchTrainer
 
 
 def fit(
