@@ -70,8 +70,10 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
     # command captures it into <run_dir>/ray.log (rayline.progress); otherwise it stays in
     # Ray's session logs only.
     log_to_driver = cfg.log_to_driver or capturing()
+    global _started_here
     if not ray.is_initialized():
         address = cfg.address or os.environ.get("RAY_ADDRESS")
+        _started_here = False
         try:
             if address:
                 _forget_api_address()
@@ -99,6 +101,7 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                     log_to_driver=log_to_driver,
                     **_dashboard_options(cfg.dashboard),
                 )
+                _started_here = True
         except Exception as exc:  # Ray raises plain Exception when its start-up times out
             where = f"at '{address}'" if address else "locally"
             hint = (
@@ -115,6 +118,18 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
         log.info("Ray's session logs: %s", _session_logs())
     _configure_ray_data()
     return dict(ray.cluster_resources())
+
+
+#: Whether this process started the local Ray it last initialised (see :func:`ray_started_here`).
+_started_here = False
+
+
+def ray_started_here() -> bool:
+    """True when this process's Ray is a local one that it started itself (no
+    ``runtime.address``): one machine, which no autoscaler grows."""
+    import ray
+
+    return _started_here and ray.is_initialized()
 
 
 def _session_logs() -> str | None:

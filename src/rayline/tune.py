@@ -1,8 +1,9 @@
 """Hyperparameter search: a Ray Tune ``Tuner`` whose trials are distributed training runs.
 
-With Ray Train V2 each trial is a function that launches its own ``TorchTrainer``; the
-trainer's ``TuneReportCallback`` forwards every epoch's report (and checkpoint path) to Tune,
-so ASHA can stop weak trials early and the best trial is chosen on the validation metric.
+With Ray Train V2 each trial is a function that launches its own ``TorchTrainer``, whose
+controller runs in the trial's thread and reports every epoch (and checkpoint path) to Tune
+(:mod:`rayline.train.tune_reports`), so ASHA can stop weak trials early and the best trial
+is chosen on the validation metric.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rayline.config import ParamSpec, PipelineConfig
 from rayline.data.features import FittedPreprocessor
 from rayline.data.stage import IN_PROCESS_MAX_ROWS
 from rayline.errors import ClusterError, Interrupted, TrainingError
+from rayline.runtime import ray_started_here
 from rayline.train.loop import TuneLocalSession, read_history, train_loop_per_worker
 from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
 from rayline.train.spec import LoopConfig
@@ -272,14 +274,19 @@ def _trial(
     encoded: frozenset[str] = frozenset(),
     tune_checkpoints: bool = False,
     in_process_max_rows: int = IN_PROCESS_MAX_ROWS,
+    autoscaler_requests: bool = True,
 ) -> None:
     """The Tune function trainable: one distributed training run with sampled values.
 
     ``base`` is the sweep's loop config; the trial's own applies the sampled values to it
-    (validated as the config sections are).
+    (validated as the config sections are). A DDP trial runs Ray Train's controller in
+    this thread, which reports each epoch to Tune (:mod:`rayline.train.tune_reports`).
+    ``autoscaler_requests``: as :func:`make_trainer`'s (the driver knows whether it
+    started its Ray itself; this process does not).
     """
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from rayline.train.tune_reports import ReportToTune
 
     started_at = time.time()
     trial_id = ray.tune.get_context().get_trial_id()
@@ -313,39 +320,39 @@ def _trial(
         except Exception as exc:
             raise TrainingError(f"trial {trial_id}: {_first_line(exc)}") from None
         return
+    name = f"trial-{trial_id}"
+    report = ReportToTune()
     if tune_checkpoints:
-        _ddp_trial_with_checkpoints(loop_cfg, datasets, storage_path, trial_id, mode)
-        return
+        name, loop_cfg, report = _with_tune_checkpoints(loop_cfg, storage_path, trial_id)
     # The Train run is named after the trial, so a restored sweep's unfinished trial finds
     # its own checkpoints again.
     trainer = make_trainer(
         loop_cfg,
         datasets,
         storage_path=storage_path,
-        name=f"trial-{trial_id}",
+        name=name,
         mode=mode,
         # The sweep removes dead controllers' placement groups (ReleaseStoppedTrials).
         ray_placement_cleaner=False,
-        callbacks=[TuneReportCallback()],
+        controller_in_process=True,
+        autoscaler_requests=autoscaler_requests,
+        callbacks=[report],
     )
     try:
         trainer.fit()
     except Exception as exc:  # Ray's wrapped worker/controller errors: one line for the table
         raise TrainingError(f"trial {trial_id}: {describe_failure(exc, loop_cfg.train)}") from None
-    _wait_for_last_report()
 
 
-def _ddp_trial_with_checkpoints(
-    loop_cfg: LoopConfig, datasets: Any, storage_path: str, trial_id: str, mode: str
-) -> None:
+def _with_tune_checkpoints(loop_cfg: LoopConfig, storage_path: str, trial_id: str):
     """A DDP trial whose every epoch reaches Tune with its checkpoint (for PBT; see
-    :mod:`rayline.train.tune_reports`), continuing from the checkpoint Tune gives it."""
+    :mod:`rayline.train.tune_reports`), continuing from the checkpoint Tune gives it:
+    ``(train run name, loop config, report callback)``."""
     import ray.tune
-    from ray.util.queue import Queue
 
     from rayline.paths import filesystem
     from rayline.train.loop import write_history_row
-    from rayline.train.tune_reports import ForwardReports, fit_reporting_checkpoints, run_name
+    from rayline.train.tune_reports import ReportToTune, run_name
 
     start = ray.tune.get_checkpoint()
     # The trial writes its history itself, with each epoch's checkpoint path (rank 0 writes
@@ -354,57 +361,11 @@ def _ddp_trial_with_checkpoints(
     history_dir = f"{storage_path}/trial-{trial_id}/history"
     if start is not None:
         loop_cfg = loop_cfg.with_overrides(resume_from=start)
-    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    trainer = make_trainer(
-        loop_cfg,
-        datasets,
-        storage_path=storage_path,
-        name=run_name(trial_id, start),
-        mode=mode,
-        # The sweep removes dead controllers' placement groups (ReleaseStoppedTrials).
-        ray_placement_cleaner=False,
-        callbacks=[ForwardReports(queue)],
+    report = ReportToTune(
+        filesystem=filesystem(storage_path)[0],
+        on_report=lambda row: write_history_row(history_dir, row),
     )
-    try:
-        fit_reporting_checkpoints(
-            trainer,
-            queue,
-            filesystem(storage_path)[0],
-            on_report=lambda row: write_history_row(history_dir, row),
-        )
-    except Exception as exc:  # Ray's wrapped worker/controller errors: one line for the table
-        raise TrainingError(f"trial {trial_id}: {describe_failure(exc, loop_cfg.train)}") from None
-
-
-def _wait_for_last_report(timeout_s: float = 120.0) -> None:
-    """Return from a DDP trial only once Tune has taken the trainer's last report.
-
-    ``TuneReportCallback`` hands each report to the trial's main thread through a one-slot
-    queue; when the function returns, Tune's wrapper reports ``__duplicate__`` into the
-    main thread's own one-slot result queue. If that happens while the last epoch's report
-    still waits in the first queue (the trial's last epochs were fast, or Tune's driver was
-    slow to ask for the next result), the main thread takes that report, cannot put it into
-    the full result queue, and the trial hangs RUNNING forever (Ray 2.60; found by a
-    4-trial ASHA sweep here). So a ``None`` goes into the first queue after the last
-    report (the main thread skips a falsy item): its put waits until the last report was
-    taken, and once the ``None`` too is gone, that report went all the way to Tune.
-    Bounded, so a Tune that never asks again (a trial being stopped) cannot keep it.
-    """
-    from ray.train._internal.session import get_session
-
-    pending = getattr(get_session(), "_inter_actor_queue", None)
-    if pending is None:
-        return
-    deadline = time.monotonic() + timeout_s
-    try:
-        pending.put(None, timeout=timeout_s)
-        while not pending.empty():
-            if time.monotonic() > deadline:
-                log.warning("Tune did not take the trial's last report within %.0f s", timeout_s)
-                return
-            time.sleep(0.05)
-    except Exception as exc:  # the queue actor is gone, or the put timed out
-        log.warning("handing the trial's last report to Tune: %s", exc)
+    return run_name(trial_id, start), loop_cfg, report
 
 
 def _flatten(sampled: dict[str, Any]) -> dict[str, Any]:
@@ -463,6 +424,7 @@ def run_tune(
         encoded=frozenset(encoded),
         tune_checkpoints=cfg.tune.scheduler == "pbt",
         in_process_max_rows=cfg.runtime.in_process_max_rows,
+        autoscaler_requests=not ray_started_here(),
     )
     if cfg.train.local_mode:
         # The trial's own process trains: it holds the trial's CPU (and GPU when asked).

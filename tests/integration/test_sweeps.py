@@ -100,6 +100,14 @@ def _sweep(root, name, **tune):
     return cfg, best, trials
 
 
+def _actor_classes() -> dict[str, str]:
+    """Every actor this Ray has had, alive or dead: its class by its ID (from the GCS,
+    which needs no dashboard)."""
+    import ray._private.state
+
+    return {k: v["ActorClassName"] for k, v in ray._private.state.actors().items()}
+
+
 def _assert_complete(best, trials, n):
     import ray
 
@@ -272,8 +280,16 @@ def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(works
         max_concurrent_trials=2,
         search_space={"train.lr": {"type": "loguniform", "low": 0.001, "high": 0.1}},
     )
+    before = set(_actor_classes())
     best, trials = _tune(workspace, cfg, f"pbt-{local_mode}")
     assert len(trials) == 2 and [t.error for t in trials] == [None, None]
+    if not local_mode:
+        # Each trial's Train controller ran in the trial's own process and reported to Tune
+        # from there: no controller actor, no report queue actor.
+        started = [name for actor_id, name in _actor_classes().items() if actor_id not in before]
+        assert started.count("RayTrainWorker") == 2 * started.count("ImplicitFunc")  # 2 workers each
+        assert "ImplicitFunc" in started
+        assert not {"TrainController", "_QueueActor"} & set(started), started
     by_id = {t.trial_id: t for t in trials}
     copies = [
         (t, row)

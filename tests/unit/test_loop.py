@@ -486,6 +486,42 @@ def test_a_run_with_every_split_in_memory_starts_no_dataset_manager_and_a_sweep_
     assert "PlacementGroupCleanerCallback" not in sweep
 
 
+def test_a_fixed_size_run_on_a_ray_started_here_asks_no_autoscaler_and_an_elastic_one_does():
+    """Without autoscaler requests a fixed-size run never starts Ray's autoscaling
+    coordinator actor (Train's own policy does, at its first request); it still decides
+    the same worker count. An elastic policy is left as it is."""
+    from types import SimpleNamespace
+
+    import ray
+    from ray.train import ScalingConfig
+    from ray.train.v2._internal.execution.scaling_policy import create_scaling_policy
+
+    from rayline.train.lean_trainer import _without_autoscaler_requests
+
+    def coordinator_exists() -> bool:
+        try:
+            ray.get_actor("AutoscalingCoordinator", namespace="AutoscalingCoordinator")
+        except ValueError:
+            return False
+        return True
+
+    run = SimpleNamespace(run_id="r")
+    with _ray_for_puts():
+        assert not coordinator_exists()
+        lean = _without_autoscaler_requests(create_scaling_policy(ScalingConfig(num_workers=2)))
+        lean.after_controller_start(run)
+        assert lean.make_decision_for_non_running_worker_group().num_workers == 2
+        lean._cancel_resource_request()
+        assert not coordinator_exists()
+        # What it leaves out: Train's own policy starts the coordinator at its first request.
+        own = create_scaling_policy(ScalingConfig(num_workers=2))
+        own.after_controller_start(run)
+        assert coordinator_exists()
+        own._cancel_resource_request()
+    elastic = create_scaling_policy(ScalingConfig(num_workers=(1, 2)))
+    assert _without_autoscaler_requests(elastic) is elastic
+
+
 @contextmanager
 def _ray_for_puts():
     import ray

@@ -90,6 +90,7 @@ def fake_ray(monkeypatch):
     fake = _FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.setattr(runtime, "_configure_ray_data", lambda: None)
+    monkeypatch.setattr(runtime, "_started_here", False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")  # restored after the test
     return fake
@@ -108,6 +109,19 @@ def test_runtime_num_cpus_overrides_the_local_default(monkeypatch, fake_ray):
     monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)
     assert init_ray(RuntimeConfig(dashboard=False, num_cpus=3)) == {"CPU": 3.0}
     assert fake_ray.init_kwargs["num_cpus"] == 3
+
+
+def test_only_a_ray_this_process_started_counts_as_one_no_autoscaler_grows(monkeypatch, fake_ray):
+    monkeypatch.setattr(fake_ray, "is_initialized", lambda: bool(fake_ray.init_kwargs))
+    assert not runtime.ray_started_here()  # no Ray yet
+    init_ray(RuntimeConfig(dashboard=False))
+    assert runtime.ray_started_here()
+    fake_ray.init_kwargs = {}  # shut down; then a cluster's address
+    assert not runtime.ray_started_here()
+    monkeypatch.setattr(fake_ray, "cluster_resources", lambda: {"CPU": 4.0})
+    init_ray(RuntimeConfig(dashboard=False, address="10.0.0.1:6379"))
+    assert fake_ray.init_kwargs["address"] == "10.0.0.1:6379"
+    assert not runtime.ray_started_here()
 
 
 def test_elastic_training_needs_only_its_fewest_workers_to_fit():

@@ -16,6 +16,7 @@ from rayline.data.features import BatchTransform, FittedPreprocessor
 from rayline.data.stage import IN_PROCESS_MAX_ROWS, read_split, read_split_frame, split_rows
 from rayline.errors import NonFiniteLossError, RaylineError, TrainingError, find_user_error
 from rayline.paths import filesystem, is_remote
+from rayline.runtime import ray_started_here
 from rayline.train import checkpoints
 from rayline.train.loop import (
     RAY_CONFIG_KEY,
@@ -287,6 +288,8 @@ def make_trainer(
     mode: str,
     callbacks: list[Any] | None = None,
     ray_placement_cleaner: bool = True,
+    controller_in_process: bool = False,
+    autoscaler_requests: bool | None = None,
 ) -> CheckedTrainer:
     """A ``TorchTrainer`` for one training run; ``loop_cfg`` as from :func:`loop_config`.
 
@@ -297,6 +300,10 @@ def make_trainer(
     (:class:`InMemorySplit`) go to the workers as arrays in the object store
     (:attr:`LoopConfig.arrays`) instead of as Ray Datasets. ``ray_placement_cleaner``:
     False where the caller removes a dead controller's placement group itself (a sweep).
+    ``controller_in_process``: Ray Train's controller runs in the calling thread (a Tune
+    trial's). ``autoscaler_requests``: whether Train tells Ray's autoscaling coordinator
+    what the workers need; by default only when this process did not start its Ray
+    itself (see :func:`rayline.train.lean_trainer.lean_trainer`).
     """
     import ray.train
     from ray.data import ExecutionOptions
@@ -328,6 +335,10 @@ def make_trainer(
     trainer = lean_trainer(
         with_datasets=bool(streamed),
         placement_cleaner=ray_placement_cleaner,
+        controller_in_process=controller_in_process,
+        autoscaler_requests=(
+            not ray_started_here() if autoscaler_requests is None else autoscaler_requests
+        ),
         train_loop_per_worker=ray_train_loop,
         train_loop_config={RAY_CONFIG_KEY: loop_cfg},
         # Local mode (num_workers=0) runs the loop in this process: no workers to start.

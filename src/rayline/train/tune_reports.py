@@ -1,12 +1,15 @@
-"""A DDP trial that hands Tune real checkpoints, so that PBT can copy it.
+"""How a DDP trial's epochs reach Tune: straight from Ray Train's controller, which runs in
+the trial's own thread (:attr:`rayline.train.lean_trainer.LeanTorchTrainer.controller_in_process`).
 
-Ray's ``TuneReportCallback`` forwards a Train V2 run's metrics to Tune with the checkpoint's
-*path* among them, never as a Tune checkpoint: Train has already persisted it and Tune is
-not to copy it again. PBT only sees Tune checkpoints (it saves a strong trial's latest and
-restarts a weak one from it), so over DDP trials it would find "no checkpoint" and never
-exploit. Here the trial function runs ``TorchTrainer.fit()`` in a thread, a Train callback
-(in the Train controller) puts each report into a queue, and the trial function reports it
-to Tune *with* ``ray.tune.Checkpoint`` of the path Train wrote, which Tune copies into the
+Ray's own ``TuneReportCallback`` runs in a controller *actor* and hands each report to the
+trial through a queue actor: two more processes per trial, ~2 s of CPU each on 2 cores, and
+a hand-off that could leave a trial RUNNING forever when the last report and the trial's
+end crossed (Ray 2.60). With the controller in the trial's thread, :class:`ReportToTune`
+calls ``ray.tune.report`` itself, as any function trainable does.
+
+It reports the checkpoint's *path* among the metrics (as ``TuneReportCallback`` does: Train
+has already persisted it); under PBT also as a Tune checkpoint, since PBT only sees those (it
+saves a strong trial's latest and restarts a weak one from it), and Tune copies it into the
 trial's own directory.
 
 When PBT restarts a trial from a donor's checkpoint (or a restored sweep restarts one from
@@ -20,30 +23,37 @@ earlier lineage (which Train would resume first) is not found again.
 from __future__ import annotations
 
 import hashlib
-import threading
+from collections.abc import Callable
 from typing import Any
 
 import ray.tune
 from ray.train.v2.api.callback import UserCallback
-from ray.util.queue import Queue
-
-#: Put by the fit thread after the last report (or the failure).
-DONE = "__rayline_fit_done__"
 
 
-class ForwardReports(UserCallback):
-    """Train callback (runs in the Train controller): rank 0's report and its checkpoint's
-    path into ``queue``, which the trial function drains (one slot: the controller waits
-    for the trial to take each report, as ``TuneReportCallback`` does)."""
+class ReportToTune(UserCallback):
+    """Train callback for a controller in the trial's own thread: rank 0's report to Tune,
+    with its checkpoint's path as ``checkpoint_path``.
 
-    def __init__(self, queue: Queue):
-        self.queue = queue
+    ``filesystem`` (run storage's, where Train wrote the checkpoints): also report each
+    checkpoint as a Tune checkpoint (PBT). ``on_report`` sees each row first (the trial's
+    history). ``ray.tune.report`` returns once Tune has taken the row, so the controller
+    waits for Tune as a function trainable does.
+    """
+
+    def __init__(self, filesystem: Any = None, on_report: Callable[[dict], None] | None = None):
+        self.filesystem = filesystem
+        self.on_report = on_report
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any):
         row = dict(metrics[0])
         if checkpoint is not None:
             row["checkpoint_path"] = checkpoint.path
-        self.queue.put(row)
+        if self.on_report is not None:
+            self.on_report(row)
+        tune_checkpoint = None
+        if checkpoint is not None and self.filesystem is not None:
+            tune_checkpoint = ray.tune.Checkpoint(path=checkpoint.path, filesystem=self.filesystem)
+        ray.tune.report(row, checkpoint=tune_checkpoint)
 
 
 def run_name(trial_id: str, start: Any) -> str:
@@ -56,36 +66,3 @@ def run_name(trial_id: str, start: Any) -> str:
         return f"trial-{trial_id}"
     digest = hashlib.sha1(str(start.path).encode()).hexdigest()[:8]
     return f"trial-{trial_id}-from-{digest}"
-
-
-def fit_reporting_checkpoints(trainer: Any, queue: Queue, filesystem: Any, on_report=None):
-    """Run ``trainer.fit()``; report each epoch to Tune with its checkpoint.
-
-    ``trainer`` was made with ``ForwardReports(queue)``; ``filesystem`` is run storage's,
-    where Train wrote the checkpoints. ``on_report`` sees each row first (the trial's
-    history). Re-raises what ``fit()`` raised, once every report before it reached Tune.
-    """
-    outcome: dict[str, BaseException] = {}
-
-    def run() -> None:
-        try:
-            trainer.fit()
-        except BaseException as exc:  # re-raised in the trial's thread below
-            outcome["error"] = exc
-        finally:
-            queue.put(DONE)
-
-    thread = threading.Thread(target=run, name="rayline-trial-fit", daemon=True)
-    thread.start()
-    while True:
-        row = queue.get()
-        if row == DONE:
-            break
-        if on_report is not None:
-            on_report(row)
-        path = row.get("checkpoint_path")
-        checkpoint = ray.tune.Checkpoint(path=path, filesystem=filesystem) if path else None
-        ray.tune.report(row, checkpoint=checkpoint)
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
