@@ -287,7 +287,9 @@ def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(works
         # Each trial's Train controller ran in the trial's own process and reported to Tune
         # from there: no controller actor, no report queue actor.
         started = [name for actor_id, name in _actor_classes().items() if actor_id not in before]
-        assert started.count("RayTrainWorker") == 2 * started.count("ImplicitFunc")  # 2 workers each
+        assert started.count("RayTrainWorker") == 2 * started.count(
+            "ImplicitFunc"
+        )  # 2 workers each
         assert "ImplicitFunc" in started
         assert not {"TrainController", "_QueueActor"} & set(started), started
     by_id = {t.trial_id: t for t in trials}
