@@ -39,7 +39,7 @@ from rayline.run import (
     read_text,
     write_text,
 )
-from rayline.runtime import check_training_fits, import_in_background, init_ray
+from rayline.runtime import check_training_fits, import_quietly, in_background, init_ray
 from rayline.stages import PIPELINE, VALIDATION, Stage
 
 log = logging.getLogger(__name__)
@@ -154,16 +154,26 @@ def _stages_until(cfg: PipelineConfig, until: str | None) -> list[Stage]:
 #: What the driver imports for the later stages, in a thread while Ray starts: a local Ray
 #: start keeps one of 2 cores idle for ~5 s (its processes start one after another), and
 #: these imports took ~3 s of the driver's time before it (benchmarks/RESULTS.md).
-PRELOAD_MODULES = ("mlflow", "torch", "sklearn.linear_model")
+PRELOAD_MODULES = ("torch", "sklearn.linear_model")
 
 
 def _setup(run: Run) -> None:
-    """Start or join Ray, check that training fits, connect to MLflow."""
+    """Start or join Ray, check that training fits, connect to MLflow.
+
+    MLflow's store is opened (a new sqlite store creates its tables: ~1.5 s) and the
+    modules later stages need are imported in a thread while Ray starts, which mostly
+    waits on the processes it launches.
+    """
     cfg = run.cfg
-    with run.timed("setup") as t, import_in_background(PRELOAD_MODULES):
+
+    def prepare():
+        registry = _connect_registry(cfg, run.storage)
+        import_quietly(PRELOAD_MODULES)
+        return registry
+
+    with run.timed("setup") as t, in_background(prepare, name="rayline-setup") as registry:
         resources = init_ray(cfg.runtime)
         from rayline import tune as tune_mod
-        from rayline.registry import Registry
 
         run.resources = resources
         local_ray = not (cfg.runtime.address or os.environ.get("RAY_ADDRESS"))
@@ -181,13 +191,20 @@ def _setup(run: Run) -> None:
             log.warning(
                 "training does not fit the cluster's current nodes; waiting for autoscaling"
             )
-        run.registry = Registry(cfg.registry, run.storage)
-        run.registry.connect()
+        run.registry = registry.result()
         run.result.tracking_uri = run.registry.tracking_uri
         t.summary = (
             f"Ray {int(resources.get('CPU', 0))} CPUs/{int(resources.get('GPU', 0))} GPUs, "
             f"MLflow {run.registry.tracking_uri}"
         )
+
+
+def _connect_registry(cfg, storage: str):
+    from rayline.registry import Registry
+
+    registry = Registry(cfg.registry, storage)
+    registry.connect()
+    return registry
 
 
 def run_stages(run: Run, stages: Iterable[Stage]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,28 +25,61 @@ from rayline.paths import is_remote
 log = logging.getLogger(__name__)
 
 
+class Background:
+    """``fn()`` running in a thread; :meth:`result` waits for it and returns what it
+    returned or raises what it raised."""
+
+    def __init__(self, fn: Callable[[], Any], name: str):
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @contextmanager
-def import_in_background(modules: tuple[str, ...]) -> Iterator[None]:
+def in_background(fn: Callable[[], Any], name: str = "rayline-background") -> Iterator[Background]:
+    """Run ``fn`` in a thread while the block runs; the block may wait for its result
+    (:meth:`Background.result`), and leaves only once it is done, also when the block
+    raised (so that, e.g., a database it creates is never left half made)."""
+    job = Background(fn, name)
+    try:
+        yield job
+    finally:
+        job.join()
+
+
+def import_quietly(modules: tuple[str, ...]) -> None:
+    """Import ``modules``; one that fails is imported again, with its error, by whoever
+    needs it."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - the importer that needs it sees the error
+            log.debug("background import of %s failed", name, exc_info=True)
+
+
+def import_in_background(modules: tuple[str, ...]):
     """Import ``modules`` in a thread while the block runs (joined when it ends).
 
     For modules that do not import Ray, while the block starts it: the two import
-    disjoint packages, so neither waits on a module the other is importing; one that
-    fails here is imported again, with its error, by whoever needs it.
+    disjoint packages, so neither waits on a module the other is importing.
     """
-
-    def run() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except BaseException:  # noqa: BLE001 - the importer that needs it sees the error
-                log.debug("background import of %s failed", name, exc_info=True)
-
-    thread = threading.Thread(target=run, name="rayline-imports", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
+    return in_background(lambda: import_quietly(modules), name="rayline-imports")
 
 
 def default_local_cpus() -> int:

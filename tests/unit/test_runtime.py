@@ -165,3 +165,31 @@ def test_background_imports_are_done_when_the_block_ends_and_a_failure_is_left_t
     with pytest.raises(RuntimeError, match="bad module"):
         import rl_bg_bad  # noqa: F401
     monkeypatch.delitem(sys.modules, "rl_bg_ok")
+
+
+def test_work_in_background_gives_its_result_or_its_error_and_the_block_waits_for_it():
+    import threading
+
+    release = threading.Event()
+    done = []
+
+    def slow():
+        release.wait(30)
+        done.append(True)
+        return 42
+
+    with runtime.in_background(slow) as job:
+        assert not done  # still running while the block runs
+        release.set()
+        assert job.result() == 42
+    with pytest.raises(KeyError, match="no store"):
+        with runtime.in_background(lambda: {}["no store"]) as failing:
+            failing.result()
+    # A block that raises first still waits for the work before it leaves.
+    release.clear()
+    done.clear()
+    with pytest.raises(ValueError):
+        with runtime.in_background(slow):
+            threading.Timer(0.2, release.set).start()
+            raise ValueError("the block failed")
+    assert done == [True]

@@ -179,3 +179,37 @@ def test_key_fractions_are_respected_over_keys():
     where = assign_split(df, SplitConfig(key="k"), ["k", "v"])
     assert abs((where == "train").mean() - 0.7) < 0.02
     assert abs((where == "val").mean() - 0.15) < 0.02
+
+
+def test_a_few_rows_of_a_staged_split_are_read_in_process_with_only_the_asked_columns(tmp_path):
+    """The model's input example: the first rows of the test split, input columns only,
+    read with pyarrow across the split's files (no Ray Data job)."""
+    import pyarrow.parquet as pq
+
+    from rayline.data.stage import SPLIT_COL, read_split_frame
+    from rayline.data.validate import RULES_COL, SOURCE_COL
+    from rayline.stages.register import input_example
+
+    test_dir = tmp_path / f"{SPLIT_COL}=test"
+    test_dir.mkdir()
+    for i, part in enumerate((raw_frame(3, seed=1), raw_frame(4, seed=2))):
+        extra = {
+            REASON_COL: [""] * len(part),
+            RULES_COL: [""] * len(part),
+            SOURCE_COL: ["f"] * len(part),
+        }
+        pq.write_table(pa.Table.from_pandas(part.assign(**extra)), test_dir / f"part-{i}.parquet")
+
+    class Prep:
+        input_columns = ["x", "city"]
+
+    example = input_example(str(tmp_path), Prep())
+    assert list(example.columns) == ["x", "city"]
+    assert len(example) == 5  # 3 rows of the first file, 2 of the second
+    assert list(example.index) == [0, 1, 2, 3, 4]
+    whole = read_split_frame(str(tmp_path), "test")
+    assert len(whole) == 7 and REASON_COL not in whole.columns
+    expected = whole[["x", "city"]].head(5).reset_index(drop=True)
+    pd.testing.assert_frame_equal(example, expected)
+    with pytest.raises(Exception, match="the val split is empty"):
+        read_split_frame(str(tmp_path), "val", rows=5)

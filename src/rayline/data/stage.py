@@ -500,16 +500,20 @@ def split_schema(staged_path: str, split: str) -> pa.Schema | None:
     return schema
 
 
-def read_split_frame(staged_path: str, split: str, columns: list[str] | None = None):
+def read_split_frame(
+    staged_path: str, split: str, columns: list[str] | None = None, rows: int | None = None
+):
     """One split as one pandas frame, read with pyarrow in this process (no Ray Data job).
 
     The in-process counterpart of :func:`read_split` for splits of at most
-    :data:`IN_PROCESS_MAX_ROWS` rows: the declared columns, or only ``columns``.
+    :data:`IN_PROCESS_MAX_ROWS` rows: the declared columns, or only ``columns``; with
+    ``rows``, only the split's first that many rows (of any size of split: pyarrow reads
+    no further than it needs).
     """
     dataset = _split_dataset(staged_path, split)
     if dataset is None:
         raise _empty_split(split)
-    table = dataset.to_table(columns=columns)
+    table = dataset.to_table(columns=columns) if rows is None else dataset.head(rows, columns)
     drop = [c for c in (REASON_COL, RULES_COL, SOURCE_COL) if c in table.column_names]
     return table.drop_columns(drop).to_pandas()
 
