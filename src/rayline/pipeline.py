@@ -92,7 +92,6 @@ def run_pipeline(
     Raises:
         RaylineError: a subclass naming what failed (config, data, cluster, training, MLflow).
     """
-    from rayline.registry import flatten
     from rayline.stages.deploy import deploy_problems
 
     stages = _stages_until(cfg, until)
@@ -112,6 +111,8 @@ def run_pipeline(
             run.save(status="done")
             return result
     _setup(run)
+    from rayline.registry import flatten  # mlflow: imported while Ray started (_setup)
+
     tags = {
         "rayline.config_hash": run.config_hash,
         "rayline.pipeline": cfg.name,
