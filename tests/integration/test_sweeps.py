@@ -101,11 +101,14 @@ def _sweep(root, name, **tune):
 
 
 def _actor_classes() -> dict[str, str]:
-    """Every actor this Ray has had, alive or dead: its class by its ID (from the GCS,
-    which needs no dashboard)."""
+    """Every actor this Ray has had, alive or dead: its class's name by its ID (from the GCS,
+    which needs no dashboard; a class defined in a function, as Tune's trainable is, is
+    recorded with its qualified name, 'wrap_function.<locals>.ImplicitFunc')."""
     import ray._private.state
 
-    return {k: v["ActorClassName"] for k, v in ray._private.state.actors().items()}
+    return {
+        k: v["ActorClassName"].rpartition(".")[2] for k, v in ray._private.state.actors().items()
+    }
 
 
 def _assert_complete(best, trials, n):
@@ -264,6 +267,43 @@ def test_grid_with_asha_runs_every_combination_once(workspace):
     assert best.trial_id in {t.trial_id for t in trials}
 
 
+def test_asha_stops_ddp_trials_whose_controller_runs_in_the_trial_and_frees_their_workers(
+    workspace,
+):
+    """DDP trials one at a time under ASHA: the first (a useful learning rate) sets the bar
+    at each rung, the next two (rates that barely move the weights) fall below it at the
+    first rung and are stopped there. A stopped trial's workers end with the trial's
+    process, which ran their controller: nothing keeps CPUs, and the next trial starts."""
+    _start_ray(dashboard=False)
+    cfg = _cfg(
+        workspace,
+        {"epochs": 4},
+        search="grid",
+        scheduler="asha",
+        grace_period=1,
+        num_samples=1,
+        max_concurrent_trials=1,
+        search_space={"train.lr": [0.05, 1e-6, 2e-6]},
+    )
+    before = set(_actor_classes())
+    best, trials = _tune(workspace, cfg, "asha-ddp")
+    assert [t.error for t in trials] == [None] * 3
+    epochs = {t.params["train.lr"]: len(t.history) for t in trials}
+    assert epochs[0.05] == 4
+    assert epochs[1e-6] < 4 and epochs[2e-6] < 4, epochs
+    assert best.trial_id == next(t.trial_id for t in trials if t.params["train.lr"] == 0.05)
+    started = [name for actor_id, name in _actor_classes().items() if actor_id not in before]
+    assert started.count("ImplicitFunc") == 3 and started.count("RayTrainWorker") == 6
+    assert "TrainController" not in started
+    import ray
+
+    assert orphaned_placement_groups() == []
+    deadline = time.time() + 60
+    while ray.available_resources().get("CPU", 0) < 4 and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == 4
+
+
 @pytest.mark.parametrize("local_mode", [True, False], ids=["in-process", "ddp"])
 def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(workspace, local_mode):
     """Synchronous PBT over two trials: at epoch 2 the weaker trial copies the stronger
@@ -287,9 +327,7 @@ def test_pbt_trials_continue_from_the_donors_weights_with_perturbed_values(works
         # Each trial's Train controller ran in the trial's own process and reported to Tune
         # from there: no controller actor, no report queue actor.
         started = [name for actor_id, name in _actor_classes().items() if actor_id not in before]
-        assert started.count("RayTrainWorker") == 2 * started.count(
-            "ImplicitFunc"
-        )  # 2 workers each
+        assert started.count("RayTrainWorker") == 2 * started.count("ImplicitFunc"), started
         assert "ImplicitFunc" in started
         assert not {"TrainController", "_QueueActor"} & set(started), started
     by_id = {t.trial_id: t for t in trials}
