@@ -39,7 +39,13 @@ from rayline.run import (
     read_text,
     write_text,
 )
-from rayline.runtime import check_training_fits, import_quietly, in_background, init_ray
+from rayline.runtime import (
+    check_training_fits,
+    import_quietly,
+    in_background,
+    init_ray,
+    train_env,
+)
 from rayline.stages import PIPELINE, VALIDATION, Stage
 
 log = logging.getLogger(__name__)
@@ -173,7 +179,7 @@ def _setup(run: Run) -> None:
         return registry
 
     with run.timed("setup") as t, in_background(prepare, name="rayline-setup") as registry:
-        resources = init_ray(cfg.runtime)
+        resources = init_ray(cfg.runtime, worker_env=train_env(cfg.train))
         from rayline import tune as tune_mod
 
         run.resources = resources

@@ -13,7 +13,7 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -87,10 +87,13 @@ def default_local_cpus() -> int:
     return max(8, 2 * (os.cpu_count() or 1))
 
 
-def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
+def init_ray(cfg: RuntimeConfig, worker_env: dict[str, str] | None = None) -> dict[str, float]:
     """Start or connect to Ray as the config says; return the cluster's total resources.
 
-    Reuses an already initialised Ray session (tests share one per module).
+    Reuses an already initialised Ray session (tests share one per module). ``worker_env``:
+    variables set in this process's environment before a local Ray starts, which its workers
+    then inherit (settings Ray Train reads from the environment of the process that calls
+    ``fit()``, see :func:`inherited_by_workers`).
 
     Raises:
         ClusterError: the configured address cannot be reached.
@@ -124,6 +127,15 @@ def init_ray(cfg: RuntimeConfig) -> dict[str, float]:
                 # being drained (spot preemption); one machine is never drained, and on 2
                 # cores each extra actor process costs ~1 s of CPU per training run.
                 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+                # What Tune (PL_DISABLE_FORK, ray-project/ray#28197) and Train V2's
+                # controller (RAY_WARN_BLOCKING_GET_INSIDE_ASYNC) give their actors in a
+                # runtime_env: in the environment every local worker inherits, those actors
+                # need none (see inherited_by_workers).
+                for key, value in INHERITED_DEFAULTS.items():
+                    os.environ.setdefault(key, value)
+                os.environ.update(worker_env or {})
+                global _started_env
+                _started_env = dict(os.environ)
                 log.info("starting a local Ray with %d logical CPUs", num_cpus)
                 # address="local" starts a fresh instance even when a `ray start` cluster
                 # is running on this machine; connecting to one is what runtime.address is for.
@@ -163,6 +175,39 @@ def ray_started_here() -> bool:
     import ray
 
     return _started_here and ray.is_initialized()
+
+
+#: Set in a local Ray's environment before it starts (see :func:`init_ray`).
+INHERITED_DEFAULTS = {"PL_DISABLE_FORK": "1", "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC": "0"}
+
+#: The environment this process's last local Ray was started with: its raylet, and so
+#: every worker process of that Ray, inherits it.
+_started_env: dict[str, str] | None = None
+
+
+def inherited_by_workers(env_vars: dict[str, str]) -> bool:
+    """True when every worker process of this process's Ray starts with ``env_vars``
+    already in its environment: a local Ray started here with those values set.
+
+    A ``runtime_env`` that sets only such variables changes nothing in the worker, and costs
+    a lot on a small machine: Ray starts each process that has one through its
+    ``setup_worker.py`` (a second import of Ray, ~0.5 s of CPU) and the runtime-env agent,
+    and cannot hand it one of its idle, already started workers. Every actor and task that
+    process starts inherits the ``runtime_env`` in turn (a trial's Train workers, its
+    synchronization actor).
+    """
+    env = worker_environment()
+    return env is not None and all(env.get(k) == v for k, v in env_vars.items())
+
+
+def worker_environment(keys: Iterable[str] | None = None) -> dict[str, str] | None:
+    """The environment every worker of this process's Ray starts with (only ``keys`` of it,
+    when given), where this process started that Ray locally; None otherwise."""
+    if not ray_started_here() or _started_env is None:
+        return None
+    if keys is None:
+        return dict(_started_env)
+    return {k: _started_env[k] for k in keys if k in _started_env}
 
 
 def _session_logs() -> str | None:
@@ -299,3 +344,15 @@ def resolve_storage(path: str) -> str:
     if is_remote(path):
         return path.rstrip("/")
     return str(Path(path).expanduser().resolve())
+
+
+#: Ray Train V2's environment variable for the worker-group start-up (placement) timeout.
+WORKER_GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+
+
+def train_env(tcfg: TrainConfig) -> dict[str, str]:
+    """What :func:`rayline.train.trainer.make_trainer` sets in the environment for Ray
+    Train, which reads it in the process that calls ``fit()`` and passes it on to its
+    controller and workers: the placement timeout (with a zero controller failure budget,
+    workers that cannot be placed fail the run after it)."""
+    return {WORKER_GROUP_START_TIMEOUT_ENV: str(float(tcfg.placement_timeout_s))}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -24,7 +25,7 @@ from rayline.config import ParamSpec, PipelineConfig
 from rayline.data.features import FittedPreprocessor
 from rayline.data.stage import IN_PROCESS_MAX_ROWS
 from rayline.errors import ClusterError, Interrupted, TrainingError
-from rayline.runtime import ray_started_here
+from rayline.runtime import inherited_by_workers, ray_started_here
 from rayline.train.loop import TuneLocalSession, read_history, train_loop_per_worker
 from rayline.train.placement import ReleaseStoppedTrials, release_orphaned
 from rayline.train.spec import LoopConfig
@@ -275,14 +276,16 @@ def _trial(
     tune_checkpoints: bool = False,
     in_process_max_rows: int = IN_PROCESS_MAX_ROWS,
     autoscaler_requests: bool = True,
+    inherited_env: dict[str, str] | None = None,
 ) -> None:
     """The Tune function trainable: one distributed training run with sampled values.
 
     ``base`` is the sweep's loop config; the trial's own applies the sampled values to it
     (validated as the config sections are). A DDP trial runs Ray Train's controller in
     this thread, which reports each epoch to Tune (:mod:`rayline.train.tune_reports`).
-    ``autoscaler_requests``: as :func:`make_trainer`'s (the driver knows whether it
-    started its Ray itself; this process does not).
+    ``autoscaler_requests`` and ``inherited_env``: as :func:`make_trainer`'s (the driver
+    knows whether it started its Ray itself, and with what environment; this process does
+    not).
     """
     import ray.tune
 
@@ -336,6 +339,7 @@ def _trial(
         ray_placement_cleaner=False,
         controller_in_process=True,
         autoscaler_requests=autoscaler_requests,
+        inherited_env=inherited_env,
         callbacks=[report],
     )
     try:
@@ -368,6 +372,36 @@ def _with_tune_checkpoints(loop_cfg: LoopConfig, storage_path: str, trial_id: st
     return run_name(trial_id, start), loop_cfg, report
 
 
+@contextmanager
+def _trials_without_runtime_env():
+    """Start Tune's trial actors without the ``runtime_env`` of env vars Tune gives each
+    (``PL_DISABLE_FORK=1`` and any of its settings set in this process's environment) where
+    every worker of this Ray has those values already (:func:`inherited_by_workers`).
+
+    Every process a trial starts inherits its ``runtime_env``: with one, each of a DDP
+    trial's four processes (the trial, its synchronization actor, two workers) starts
+    through Ray's ``setup_worker.py`` and the runtime-env agent, and none can take one of
+    Ray's idle workers (benchmarks/RESULTS.md, issue 9). Tune builds it from two module
+    globals when it starts a trial's actor; they are back as they were when the sweep ends.
+    """
+    try:
+        from ray.tune.execution import class_cache
+
+        defaults, propagated = class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE
+    except (ImportError, AttributeError):  # another Ray's internals: Tune's own way
+        yield
+        return
+    wanted = {**defaults, **{k: os.environ[k] for k in propagated if k in os.environ}}
+    if not inherited_by_workers(wanted):
+        yield
+        return
+    class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = {}, set()
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = defaults, propagated
+
+
 def _flatten(sampled: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s in ("train", "model") for k, v in sampled.get(s, {}).items()}
 
@@ -389,6 +423,8 @@ def run_tune(
         TrainingError: every trial failed, or none reported the validation metric.
     """
     from ray import tune
+
+    from rayline.train.lean_trainer import inherited_train_env
 
     mode = cfg.metric_mode
     base = loop_config(cfg, prep, train_rows)
@@ -425,6 +461,7 @@ def run_tune(
         tune_checkpoints=cfg.tune.scheduler == "pbt",
         in_process_max_rows=cfg.runtime.in_process_max_rows,
         autoscaler_requests=not ray_started_here(),
+        inherited_env=inherited_train_env(),
     )
     if cfg.train.local_mode:
         # The trial's own process trains: it holds the trial's CPU (and GPU when asked).
@@ -481,7 +518,8 @@ def run_tune(
         # DDP trials keep a fresh actor each on purpose (see reuse_actors above).
         warnings.filterwarnings("ignore", "Consider boosting PBT performance", UserWarning)
         try:
-            grid = tuner.fit()
+            with _trials_without_runtime_env():
+                grid = tuner.fit()
         finally:
             release_orphaned("after the sweep")
     unfinished = _unfinished_trials(grid)

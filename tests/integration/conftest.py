@@ -20,12 +20,28 @@ def ray_session():
     """A local Ray for the whole module (start-up costs ~10 s, so it is shared)."""
     import ray
 
-    from rayline.config import RuntimeConfig
-    from rayline.runtime import init_ray
+    from rayline.config import RuntimeConfig, TrainConfig
+    from rayline.runtime import init_ray, train_env
 
-    init_ray(RuntimeConfig(num_cpus=8))
+    # As the pipeline starts it: Train's settings for the default config in the environment.
+    init_ray(RuntimeConfig(num_cpus=8), worker_env=train_env(TrainConfig()))
     yield
     ray.shutdown()
+
+
+def actor_table() -> dict[str, tuple[str, str]]:
+    """Every actor this Ray has had, alive or dead, by its ID: its class's name and the
+    runtime_env it started with, as Ray serialized it (from the GCS, which needs no
+    dashboard; a class defined in a function, as Tune's trainable is, is recorded with its
+    qualified name, 'wrap_function.<locals>.ImplicitFunc': the last part is kept)."""
+    import ray._private.state
+    from ray.core.generated import gcs_pb2
+
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    rows = [gcs_pb2.ActorTableData.FromString(raw) for raw in accessor.get_actor_table(None, None)]
+    return {
+        r.actor_id.hex(): (r.class_name.rpartition(".")[2], r.serialized_runtime_env) for r in rows
+    }
 
 
 def make_table(n: int, seed: int = 0, bad_rows: int = 0) -> pd.DataFrame:

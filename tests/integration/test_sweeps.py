@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rayline.config import RuntimeConfig, validate_config
+from rayline.config import RuntimeConfig, TrainConfig, validate_config
 from rayline.data.features import fit_from_config
 from rayline.data.ingest import fingerprint, resolve_sources
 from rayline.data.stage import read_split, stage
 from rayline.errors import ClusterError
-from rayline.runtime import init_ray
+from rayline.runtime import init_ray, train_env
 from rayline.train.placement import orphaned_placement_groups
 from rayline.tune import run_tune
 
-from .conftest import base_config, make_table, write_parts
+from .conftest import actor_table, base_config, make_table, write_parts
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,10 @@ def _start_ray(dashboard: bool) -> dict[str, float]:
     if ray.is_initialized() and _SESSION.get("dashboard") != dashboard:
         ray.shutdown()
     _SESSION["dashboard"] = dashboard
-    return init_ray(RuntimeConfig(num_cpus=4, dashboard=dashboard))
+    # As the pipeline starts it: Train's settings for the default config in the environment.
+    return init_ray(
+        RuntimeConfig(num_cpus=4, dashboard=dashboard), worker_env=train_env(TrainConfig())
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,14 +104,7 @@ def _sweep(root, name, **tune):
 
 
 def _actor_classes() -> dict[str, str]:
-    """Every actor this Ray has had, alive or dead: its class's name by its ID (from the GCS,
-    which needs no dashboard; a class defined in a function, as Tune's trainable is, is
-    recorded with its qualified name, 'wrap_function.<locals>.ImplicitFunc')."""
-    import ray._private.state
-
-    return {
-        k: v["ActorClassName"].rpartition(".")[2] for k, v in ray._private.state.actors().items()
-    }
+    return {k: name for k, (name, _) in actor_table().items()}
 
 
 def _assert_complete(best, trials, n):
@@ -172,7 +168,6 @@ def test_a_trial_whose_workers_cannot_be_placed_fails_alone_with_what_it_waited_
     """Something else holds 2 of the 4 CPUs: the first trial's 2 workers cannot be placed
     and it gives up after train.placement_timeout_s; once the CPUs are free again the next
     trial trains. The sweep goes on and picks the trial that trained."""
-    import threading
 
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
@@ -180,21 +175,22 @@ def test_a_trial_whose_workers_cannot_be_placed_fails_alone_with_what_it_waited_
     _start_ray(dashboard=False)
     blocker = placement_group([{"CPU": 1}, {"CPU": 1}])
     ray.get(blocker.ready(), timeout=120)
-    # 8 s: the blocker is removed when the first trial's error.txt appears, and the next
-    # trial's workers must find the CPUs within this window on a loaded machine (3 s lost
-    # that race once in CI, after trials started faster).
+    # 8 s: the blocker is removed when Tune sees the first trial's error (a callback in
+    # this driver, before it starts the next trial), and the next trial's workers must find
+    # the CPUs within this window on a loaded machine. (Waiting for the first trial's
+    # error.txt in the storage path lost that race: Tune syncs it there later.)
     cfg = _cfg(workspace, {"placement_timeout_s": 8}, num_samples=2, max_concurrent_trials=1)
     report, prep = _staged(workspace, cfg, "stage-timeout")
-    tune_dir = workspace / "timeout" / "tune"
+    from ray.tune import Callback
 
-    def unblock_after_first_failure():
-        deadline = time.time() + 300
-        while time.time() < deadline and not list(tune_dir.glob("_trial_*/error.txt")):
-            time.sleep(0.2)
-        remove_placement_group(blocker)
+    class UnblockAfterFirstFailure(Callback):
+        removed = False
 
-    watcher = threading.Thread(target=unblock_after_first_failure, daemon=True)
-    watcher.start()
+        def on_trial_error(self, iteration, trials, trial, **info):
+            if not self.removed:
+                remove_placement_group(blocker)
+                self.removed = True
+
     best, trials = run_tune(
         cfg,
         prep,
@@ -203,8 +199,8 @@ def test_a_trial_whose_workers_cannot_be_placed_fails_alone_with_what_it_waited_
         "tune",
         4.0,
         report.splits["train"],
+        callbacks=[UnblockAfterFirstFailure()],
     )
-    watcher.join(timeout=10)
     errors = [t.error for t in trials if t.error]
     assert len(trials) == 2 and len(errors) == 1, [t.error for t in trials]
     assert best.trial_id == next(t.trial_id for t in trials if not t.error)
@@ -292,9 +288,13 @@ def test_asha_stops_ddp_trials_whose_controller_runs_in_the_trial_and_frees_thei
     assert epochs[0.05] == 4
     assert epochs[1e-6] < 4 and epochs[2e-6] < 4, epochs
     assert best.trial_id == next(t.trial_id for t in trials if t.params["train.lr"] == 0.05)
-    started = [name for actor_id, name in _actor_classes().items() if actor_id not in before]
-    assert started.count("ImplicitFunc") == 3 and started.count("RayTrainWorker") == 6
-    assert "TrainController" not in started
+    started = {k: v for k, v in actor_table().items() if k not in before}
+    names = [name for name, _ in started.values()]
+    assert names.count("ImplicitFunc") == 3 and names.count("RayTrainWorker") == 6
+    assert "TrainController" not in names
+    # On a Ray started here, whose workers inherit what Tune and Train would set in their
+    # runtime_envs, the trials and every process they start have none.
+    assert {env for _, env in started.values()} <= {"", "{}"}, started
     import ray
 
     assert orphaned_placement_groups() == []

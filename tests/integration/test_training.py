@@ -20,7 +20,7 @@ from rayline.data.stage import read_split, stage
 from rayline.train.loop import shard_plan
 from rayline.train.trainer import fit
 
-from .conftest import base_config, make_table, write_parts
+from .conftest import actor_table, base_config, make_table, write_parts
 
 pytestmark = pytest.mark.integration
 
@@ -240,6 +240,7 @@ def test_ddp_workers_train_every_row_of_an_odd_train_split(tiny_odd):
     # split, the default) and a streamed read_parquet -> map_batches padded by Ray Data.
     rows = tiny_odd["report"].splits["train"]
     workers, epochs = 2, 2
+    before = set(actor_table())
     for where, max_rows in (("in_memory", 200_000), ("streamed", 0)):
         res = _fit(
             tiny_odd,
@@ -255,6 +256,13 @@ def test_ddp_workers_train_every_row_of_an_odd_train_split(tiny_odd):
         steps = shard_plan(rows, workers, 32, 1).steps
         assert [r["global_step"] for r in history] == [steps * e for e in range(1, epochs + 1)]
         assert all(math.isfinite(r["train_loss"]) for r in history)
+    # Each run's controller is an actor of its own, and on a Ray started here it, its
+    # workers and everything they start take the inherited environment: no runtime_env.
+    started = [v for k, v in actor_table().items() if k not in before]
+    names = [name for name, _ in started]
+    assert names.count("LeanController") == 2 and "TrainController" not in names, names
+    assert names.count("RayTrainWorker") == 2 * workers, names
+    assert {env for _, env in started} <= {"", "{}"}, started
 
 
 def test_a_non_finite_loss_fails_with_its_message_and_is_not_retried(tiny_odd):

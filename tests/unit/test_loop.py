@@ -522,6 +522,43 @@ def test_a_fixed_size_run_on_a_ray_started_here_asks_no_autoscaler_and_an_elasti
     assert _without_autoscaler_requests(elastic) is elastic
 
 
+def test_a_worker_runtime_env_loses_only_env_vars_its_workers_inherit_with_the_same_values(
+    monkeypatch,
+):
+    """Train's workers get their runtime_env from the worker group: without its env_vars
+    when every one has its value in the inherited environment; as it is otherwise, and its
+    other fields stay either way."""
+    from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
+    from ray.train.v2._internal.execution.worker_group import WorkerGroup
+
+    from rayline.train.lean_trainer import _inheriting_worker_group, without_inherited
+
+    inherited = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "PL_DISABLE_FORK": "1"}
+    env = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}}
+    assert without_inherited(env, inherited) == {}
+    assert without_inherited({**env, "pip": ["x"]}, inherited) == {"pip": ["x"]}
+    other = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"}}
+    assert without_inherited(other, inherited) is other
+    later = {"env_vars": {"RAY_TRAIN_COLLECTIVE_TIMEOUT_S": "60"}}
+    assert without_inherited(later, inherited) is later
+    # The worker group of a LeanController applies it to what Train would give: the Train
+    # variables set in the controller's environment, and the run's worker_runtime_env.
+    for key in ENV_VARS_TO_PROPAGATE:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    group_cls = _inheriting_worker_group(inherited)
+    assert issubclass(group_cls, WorkerGroup)
+    group = group_cls.__new__(group_cls)
+    assert group._get_worker_runtime_env({"env_vars": {"PL_DISABLE_FORK": "1"}}) == {}
+    assert group._get_worker_runtime_env({"env_vars": {"PL_DISABLE_FORK": "0"}}) == {
+        "env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "PL_DISABLE_FORK": "0"}
+    }
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")  # not what workers inherit
+    assert group._get_worker_runtime_env({}) == {
+        "env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1"}
+    }
+
+
 @contextmanager
 def _ray_for_puts():
     import ray

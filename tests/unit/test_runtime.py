@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -93,6 +94,10 @@ def fake_ray(monkeypatch):
     monkeypatch.setattr(runtime, "_started_here", False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")  # restored after the test
+    # init_ray sets these in the environment; each is restored (or removed) after the test.
+    for key in [*runtime.INHERITED_DEFAULTS, runtime.WORKER_GROUP_START_TIMEOUT_ENV]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(runtime, "_started_env", None)
     return fake
 
 
@@ -122,6 +127,32 @@ def test_only_a_ray_this_process_started_counts_as_one_no_autoscaler_grows(monke
     init_ray(RuntimeConfig(dashboard=False, address="10.0.0.1:6379"))
     assert fake_ray.init_kwargs["address"] == "10.0.0.1:6379"
     assert not runtime.ray_started_here()
+
+
+def test_workers_of_a_ray_started_here_inherit_its_environment_and_only_theirs(
+    monkeypatch, fake_ray
+):
+    """What a local Ray's workers inherit is the environment it was started with: Tune's and
+    Train's defaults and the worker_env asked for, not what is set after the start."""
+    monkeypatch.setattr(fake_ray, "is_initialized", lambda: bool(fake_ray.init_kwargs))
+    assert runtime.worker_environment() is None  # no Ray yet
+    assert not runtime.inherited_by_workers({})
+    timeout = runtime.train_env(TrainConfig(placement_timeout_s=30))
+    init_ray(RuntimeConfig(dashboard=False), worker_env=timeout)
+    assert os.environ[runtime.WORKER_GROUP_START_TIMEOUT_ENV] == "30.0"
+    inherited = {**runtime.INHERITED_DEFAULTS, **timeout, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"}
+    assert runtime.inherited_by_workers(inherited)
+    assert runtime.worker_environment(["PL_DISABLE_FORK", "NOT_SET"]) == {"PL_DISABLE_FORK": "1"}
+    # A value set after the start, or another value, is not inherited.
+    monkeypatch.setenv("RAYLINE_TEST_LATER", "1")
+    assert not runtime.inherited_by_workers({"RAYLINE_TEST_LATER": "1"})
+    assert not runtime.inherited_by_workers(runtime.train_env(TrainConfig(placement_timeout_s=5)))
+    # Connected to a cluster: nothing is known of its workers' environment.
+    fake_ray.init_kwargs = {}
+    monkeypatch.setattr(fake_ray, "cluster_resources", lambda: {"CPU": 4.0})
+    init_ray(RuntimeConfig(dashboard=False, address="10.0.0.1:6379"))
+    assert runtime.worker_environment() is None
+    assert not runtime.inherited_by_workers({})
 
 
 def test_elastic_training_needs_only_its_fewest_workers_to_fit():

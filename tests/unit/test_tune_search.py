@@ -227,3 +227,37 @@ def test_a_pbt_population_that_cannot_train_at_once_is_refused_with_the_right_fi
     assert pbt_population_problem(cfg, 2, 2, fits, 8.0) is None  # the population fits
     asha = _cfg(scheduler="asha", num_samples=4, search_space=space)
     assert pbt_population_problem(asha, 4, 1, 2, 8.0) is None  # only PBT needs it
+
+
+def test_trials_start_without_tunes_runtime_env_only_where_workers_inherit_its_values(
+    monkeypatch,
+):
+    """Tune's trial actors get a runtime_env built from two of its module globals; a sweep
+    on a Ray whose workers inherit those values empties them while it runs, and puts them
+    back after (also after an error). Elsewhere they are left as Tune has them."""
+    from ray.tune.execution import class_cache
+
+    from rayline import tune as tune_mod
+
+    defaults = dict(class_cache.DEFAULT_ENV_VARS)
+    assert defaults == {"PL_DISABLE_FORK": "1"}  # what rayline.runtime.INHERITED_DEFAULTS sets
+    # Tune also passes on those of its variables set in this process's environment.
+    for key in class_cache.ENV_VARS_TO_PROPAGATE:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_TRAIN_COLLECTIVE_TIMEOUT_S", "60")
+    asked: list[dict] = []
+
+    def inherited(env_vars):
+        asked.append(env_vars)
+        return True
+
+    monkeypatch.setattr(tune_mod, "inherited_by_workers", inherited)
+    with pytest.raises(RuntimeError), tune_mod._trials_without_runtime_env():
+        assert class_cache.DEFAULT_ENV_VARS == {} and not class_cache.ENV_VARS_TO_PROPAGATE
+        assert class_cache._ActorClassCache().get(object)._default_options["runtime_env"] == {}
+        raise RuntimeError("a failed sweep")
+    assert asked == [{**defaults, "RAY_TRAIN_COLLECTIVE_TIMEOUT_S": "60"}]
+    assert class_cache.DEFAULT_ENV_VARS == defaults and class_cache.ENV_VARS_TO_PROPAGATE
+    monkeypatch.setattr(tune_mod, "inherited_by_workers", lambda env_vars: False)
+    with tune_mod._trials_without_runtime_env():
+        assert class_cache.DEFAULT_ENV_VARS == defaults

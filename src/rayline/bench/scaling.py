@@ -626,7 +626,7 @@ def run_scaling(
     from rayline.pipeline import run_stages
     from rayline.registry import Registry
     from rayline.run import Run, now
-    from rayline.runtime import init_ray
+    from rayline.runtime import init_ray, train_env
     from rayline.stages import Features, Ingest, ValidateSplit
     from rayline.train.models import build_model
 
@@ -636,7 +636,7 @@ def run_scaling(
         raise ConfigError([f"--epochs: {epochs!r} is not a number of epochs (>= 1; 2+ to time)"])
     run = Run(cfg, on_stage, kind="bench", on_stage_start=on_stage_start)
     with run.timed("setup") as timing:
-        resources = init_ray(cfg.runtime)
+        resources = init_ray(cfg.runtime, worker_env=train_env(cfg.train))
         check_workers_fit(counts, cfg.train, resources)
         run.resources = resources
         run.claim(resume=False)

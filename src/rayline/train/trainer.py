@@ -16,7 +16,7 @@ from rayline.data.features import BatchTransform, FittedPreprocessor
 from rayline.data.stage import IN_PROCESS_MAX_ROWS, read_split, read_split_frame, split_rows
 from rayline.errors import NonFiniteLossError, RaylineError, TrainingError, find_user_error
 from rayline.paths import filesystem, is_remote
-from rayline.runtime import ray_started_here
+from rayline.runtime import ray_started_here, train_env
 from rayline.train import checkpoints
 from rayline.train.loop import (
     RAY_CONFIG_KEY,
@@ -195,10 +195,6 @@ def loop_config(
     )
 
 
-#: Ray Train V2's environment variable for the worker-group start-up (placement) timeout.
-WORKER_GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
-
-
 def worker_resources(tcfg: TrainConfig) -> dict[str, float]:
     """What one training worker reserves (GPUs are added by Ray Train when ``use_gpu``)."""
     return {"CPU": tcfg.cpus_per_worker, **tcfg.resources_per_worker}
@@ -290,6 +286,7 @@ def make_trainer(
     ray_placement_cleaner: bool = True,
     controller_in_process: bool = False,
     autoscaler_requests: bool | None = None,
+    inherited_env: dict[str, str] | None | type[Ellipsis] = ...,
 ) -> CheckedTrainer:
     """A ``TorchTrainer`` for one training run; ``loop_cfg`` as from :func:`loop_config`.
 
@@ -303,13 +300,16 @@ def make_trainer(
     ``controller_in_process``: Ray Train's controller runs in the calling thread (a Tune
     trial's). ``autoscaler_requests``: whether Train tells Ray's autoscaling coordinator
     what the workers need; by default only when this process did not start its Ray
-    itself (see :func:`rayline.train.lean_trainer.lean_trainer`).
+    itself (see :func:`rayline.train.lean_trainer.lean_trainer`). ``inherited_env``: what
+    the workers inherit of Ray Train's variables
+    (:func:`rayline.train.lean_trainer.inherited_train_env`, which is the default: this
+    process's own Ray; a Tune trial gets its driver's).
     """
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchConfig
 
-    from rayline.train.lean_trainer import lean_trainer
+    from rayline.train.lean_trainer import inherited_train_env, lean_trainer
 
     tcfg = loop_cfg.train
     world = 1 if tcfg.local_mode else tcfg.num_workers
@@ -331,8 +331,10 @@ def make_trainer(
     # that calls fit() (and forwards it to its controller); with it and a zero controller
     # failure budget, workers that cannot be placed fail the run after placement_timeout_s
     # instead of retrying every 60 s forever (Train V2's default budget is unlimited).
-    os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = str(float(tcfg.placement_timeout_s))
+    # pipeline._setup sets the same before a local Ray starts, so its workers inherit it.
+    os.environ.update(train_env(tcfg))
     trainer = lean_trainer(
+        inherited_env=inherited_train_env() if inherited_env is ... else inherited_env,
         with_datasets=bool(streamed),
         placement_cleaner=ray_placement_cleaner,
         controller_in_process=controller_in_process,
