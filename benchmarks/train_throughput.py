@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     from rayline.data.features import fit_preprocessor
     from rayline.data.ingest import fingerprint, resolve_sources
     from rayline.data.stage import read_split, split_path, stage
-    from rayline.runtime import init_ray
+    from rayline.runtime import init_ray, train_env
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rayline-bench-") as tmp:
@@ -382,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             parts=2 if args.quick else 4,
         )
         cfg = pipeline_config(data_dir, root / "runs", args, args.cols)
-        init_ray(RuntimeConfig(num_cpus=args.ray_cpus))
+        # As `rayline run` starts its Ray: Train's settings for this config in the
+        # environment every worker inherits (the peer's TorchTrainer runs on it too).
+        init_ray(RuntimeConfig(num_cpus=args.ray_cpus), worker_env=train_env(cfg.train))
         ray_ready = time.perf_counter()
         try:
             # rayline's data path: validate + split into staged Parquet, fit the preprocessor.
