@@ -437,7 +437,7 @@ def _new_data_drift(cfg: PipelineConfig, sources, records, registry, name, versi
     from rayline.data import stage
     from rayline.data.ingest import SourceFiles
     from rayline.data.profile import Profile, compute_profile
-    from rayline.runtime import init_ray
+    from rayline.runtime import init_ray, train_env
 
     if not cfg.drift.enabled or not records:
         return None, False
@@ -456,7 +456,8 @@ def _new_data_drift(cfg: PipelineConfig, sources, records, registry, name, versi
     # Partition keys (day=...) are new by construction: never drift.
     keys = {k for r in records for k in r.partition}
     types = {c: s.type for c, s in cfg.schema_.columns.items() if c not in keys}
-    init_ray(cfg.runtime)
+    # As the pipeline starts it (this Ray runs the retraining that may follow).
+    init_ray(cfg.runtime, worker_env=train_env(cfg.train))
     current = compute_profile(stage.valid_rows(cfg, new), types)
     if current.rows == 0:
         return None, False
