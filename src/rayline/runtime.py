@@ -196,18 +196,21 @@ def inherited_by_workers(env_vars: dict[str, str]) -> bool:
     process starts inherits the ``runtime_env`` in turn (a trial's Train workers, its
     synchronization actor).
     """
-    env = worker_environment()
-    return env is not None and all(env.get(k) == v for k, v in env_vars.items())
+    env = worker_environment(env_vars)
+    return env is not None and covers(env, env_vars)
 
 
-def worker_environment(keys: Iterable[str] | None = None) -> dict[str, str] | None:
-    """The environment every worker of this process's Ray starts with (only ``keys`` of it,
-    when given), where this process started that Ray locally; None otherwise."""
+def worker_environment(keys: Iterable[str]) -> dict[str, str] | None:
+    """The ``keys`` of the environment every worker of this process's Ray starts with (those
+    set there), where this process started that Ray locally; None otherwise."""
     if not ray_started_here() or _started_env is None:
         return None
-    if keys is None:
-        return dict(_started_env)
     return {k: _started_env[k] for k in keys if k in _started_env}
+
+
+def covers(env: dict[str, str], env_vars: dict[str, str]) -> bool:
+    """Whether ``env`` holds every one of ``env_vars`` with the same value."""
+    return all(env.get(k) == v for k, v in env_vars.items())
 
 
 def _session_logs() -> str | None:

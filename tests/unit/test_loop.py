@@ -528,10 +528,21 @@ def test_a_worker_runtime_env_loses_only_env_vars_its_workers_inherit_with_the_s
     """Train's workers get their runtime_env from the worker group: without its env_vars
     when every one has its value in the inherited environment; as it is otherwise, and its
     other fields stay either way."""
-    from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
+    from ray.train.v2._internal.constants import (
+        DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE,
+        ENV_VARS_TO_PROPAGATE,
+        RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR,
+    )
     from ray.train.v2._internal.execution.worker_group import WorkerGroup
 
+    from rayline.runtime import INHERITED_DEFAULTS
     from rayline.train.lean_trainer import _inheriting_worker_group, without_inherited
+
+    # What a local Ray is started with is what Train gives its controller actor.
+    assert (
+        INHERITED_DEFAULTS[RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR]
+        == DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE
+    )
 
     inherited = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "PL_DISABLE_FORK": "1"}
     env = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}}

@@ -135,7 +135,7 @@ def test_workers_of_a_ray_started_here_inherit_its_environment_and_only_theirs(
     """What a local Ray's workers inherit is the environment it was started with: Tune's and
     Train's defaults and the worker_env asked for, not what is set after the start."""
     monkeypatch.setattr(fake_ray, "is_initialized", lambda: bool(fake_ray.init_kwargs))
-    assert runtime.worker_environment() is None  # no Ray yet
+    assert runtime.worker_environment(["PL_DISABLE_FORK"]) is None  # no Ray yet
     assert not runtime.inherited_by_workers({})
     timeout = runtime.train_env(TrainConfig(placement_timeout_s=30))
     init_ray(RuntimeConfig(dashboard=False), worker_env=timeout)
@@ -151,7 +151,7 @@ def test_workers_of_a_ray_started_here_inherit_its_environment_and_only_theirs(
     fake_ray.init_kwargs = {}
     monkeypatch.setattr(fake_ray, "cluster_resources", lambda: {"CPU": 4.0})
     init_ray(RuntimeConfig(dashboard=False, address="10.0.0.1:6379"))
-    assert runtime.worker_environment() is None
+    assert runtime.worker_environment(["PL_DISABLE_FORK"]) is None
     assert not runtime.inherited_by_workers({})
 
 

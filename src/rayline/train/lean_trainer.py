@@ -17,7 +17,7 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.execution.controller import TrainController
 from ray.train.v2._internal.execution.worker_group import WorkerGroup
 
-from rayline.runtime import worker_environment
+from rayline.runtime import covers, worker_environment
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,7 @@ class LeanTorchTrainer(TorchTrainer):
             controller = LeanController(inherited_env=inherited, **controller_init_kwargs)
             asyncio.run(controller.run())
             return controller.get_result()
-        env_vars = _controller_env_vars()
-        if inherited is None or not _covers(inherited, env_vars):
+        if inherited is None or not covers(inherited, _controller_env_vars()):
             return super()._initialize_and_run_controller(**controller_init_kwargs)
         # Train's own actor, on the driver's node, without its runtime_env of env vars:
         # every one of them is in the environment the actor inherits anyway.
@@ -97,13 +96,9 @@ def _inheriting_worker_group(inherited: dict[str, str]) -> type:
 def without_inherited(runtime_env: dict[str, Any], inherited: dict[str, str]) -> dict[str, Any]:
     """``runtime_env`` without its ``env_vars`` when every one of them has its value in
     ``inherited`` already; as it is otherwise."""
-    if not _covers(inherited, runtime_env.get("env_vars") or {}):
+    if not covers(inherited, runtime_env.get("env_vars") or {}):
         return runtime_env
     return {k: v for k, v in runtime_env.items() if k != "env_vars"}
-
-
-def _covers(inherited: dict[str, str], env_vars: dict[str, str]) -> bool:
-    return all(inherited.get(k) == v for k, v in env_vars.items())
 
 
 def _controller_env_vars() -> dict[str, str]:

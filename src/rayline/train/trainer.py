@@ -286,7 +286,7 @@ def make_trainer(
     ray_placement_cleaner: bool = True,
     controller_in_process: bool = False,
     autoscaler_requests: bool | None = None,
-    inherited_env: dict[str, str] | None | type[Ellipsis] = ...,
+    inherited_env: dict[str, str] | None = None,
 ) -> CheckedTrainer:
     """A ``TorchTrainer`` for one training run; ``loop_cfg`` as from :func:`loop_config`.
 
@@ -302,8 +302,8 @@ def make_trainer(
     what the workers need; by default only when this process did not start its Ray
     itself (see :func:`rayline.train.lean_trainer.lean_trainer`). ``inherited_env``: what
     the workers inherit of Ray Train's variables
-    (:func:`rayline.train.lean_trainer.inherited_train_env`, which is the default: this
-    process's own Ray; a Tune trial gets its driver's).
+    (:func:`rayline.train.lean_trainer.inherited_train_env`; None: this process's own
+    Ray's, which is None in a Ray worker, so a Tune trial passes its driver's).
     """
     import ray.train
     from ray.data import ExecutionOptions
@@ -334,7 +334,7 @@ def make_trainer(
     # pipeline._setup sets the same before a local Ray starts, so its workers inherit it.
     os.environ.update(train_env(tcfg))
     trainer = lean_trainer(
-        inherited_env=inherited_train_env() if inherited_env is ... else inherited_env,
+        inherited_env=inherited_env if inherited_env is not None else inherited_train_env(),
         with_datasets=bool(streamed),
         placement_cleaner=ray_placement_cleaner,
         controller_in_process=controller_in_process,
